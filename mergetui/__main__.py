@@ -1,0 +1,3 @@
+from mergetui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""`mergetui` command line: the workbench by default, headless subcommands otherwise.
+
+Each subcommand lives in mergetui/commands/<name>.py with `add_parser(subparsers)` and
+`run(args) -> int`; modules are imported only when their command runs, so `mergetui check`
+answers without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module under mergetui.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "merge": ("merge", "run a mergekit YAML merge headlessly"),
+    "check": ("check", "check models (or a config) for merge compatibility before downloading"),
+    "inspect": ("inspect_model", "print one model's profile"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="mergetui", description="A terminal workbench for merging language models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(f"mergetui.commands.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mergetui` console script."""
+    from mergetui.engine.errors import MergeError
+
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        from mergetui.commands import workbench
+
+        return workbench.run(args)
+    module = importlib.import_module(f"mergetui.commands.{args._module}")
+    try:
+        return int(module.run(args) or 0)
+    except MergeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,50 @@
+"""Merge methods by mergekit's names."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from mergetui.engine.methods.base import MethodSpec
+
+# One module per family; each defines METHODS: tuple[MethodSpec, ...].
+_FAMILY_MODULES = (
+    "linear",
+    "slerp",
+    "task_arithmetic",
+    "model_stock",
+    "passthrough",
+)
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def _load() -> dict[str, MethodSpec]:
+    if not _REGISTRY:
+        for mod in _FAMILY_MODULES:
+            module = importlib.import_module(f"mergetui.engine.methods.{mod}")
+            for spec in module.METHODS:
+                if spec.name in _REGISTRY:
+                    raise RuntimeError(f"merge method {spec.name!r} registered twice")
+                _REGISTRY[spec.name] = spec
+    return _REGISTRY
+
+
+def method_names() -> list[str]:
+    """Every registered method name, sorted."""
+    return sorted(_load())
+
+
+def closest_method(name: str) -> str | None:
+    """The registered name closest to a misspelt one (`dare-ties` -> `dare_ties`)."""
+    names = method_names()
+    norm = name.strip().lower().replace("-", "_").replace(" ", "_")
+    if norm in names:
+        return norm
+    hits = difflib.get_close_matches(norm, names, n=1, cutoff=0.6)
+    return hits[0] if hits else None
+
+
+def get_method(name: str) -> MethodSpec | None:
+    """The method registered under `name`, or None."""
+    return _load().get(name)
