@@ -1,0 +1,159 @@
+"""`mergetui merge CONFIG.yml OUT_DIR`: run a mergekit YAML merge headlessly."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from mergetui.engine.errors import MergeCancelled, MergeError
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'5GB', '500M', '2GiB', '1000' -> bytes."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 5GB, 500M, 2GiB)")
+    num, unit, binary = float(m[1]), m[2].upper(), bool(m[3])
+    base = 1024 if binary else 1000
+    return int(num * base ** "_KMGT".index(unit or "_")) if unit else int(num)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `mergetui merge`."""
+    p.add_argument("config", help="mergekit YAML config")
+    p.add_argument("out_dir", help="output directory (created; must not exist unless --overwrite)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan summary, output size and peak memory; write nothing")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the math runs (default cpu)")
+    p.add_argument("--max-memory", type=parse_size, default=None, help="memory budget for tensors in flight (default: half of available RAM)")
+    p.add_argument("--shard-size", type=parse_size, default=parse_size("5GB"), help="maximum output shard size (default 5GB)")
+    p.add_argument("--events", default=None, help="append JSON-lines progress events to this file")
+    p.add_argument("--resume", action="store_true", help="continue a killed merge without recomputing finished tensors")
+    p.add_argument("--random-seed", type=int, default=None, help="seed for randomized methods (dare, della)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists (only once the merge is complete)")
+    p.add_argument("--allow-crimes", action="store_true", help="merge even when the pre-merge check finds errors")
+    p.add_argument("--workers", type=int, default=None, help="worker threads (default: cores + 1, at most 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, check and run the merge."""
+    from mergetui.engine.config import load_config
+    from mergetui.engine.plan import build_plan
+
+    cfg = load_config(args.config)
+    plan = build_plan(cfg, shard_size=args.shard_size)
+    if args.dry_run:
+        _print_dry_run(plan, args)
+        return 0
+
+    from mergetui.engine.events import EventFile
+    from mergetui.engine.executor import MergeOptions, run_plan
+
+    opts = MergeOptions(device=args.device, max_memory=args.max_memory, random_seed=args.random_seed,
+                        resume=args.resume, overwrite=args.overwrite, workers=args.workers)
+    event_file = EventFile(args.events) if args.events else None
+    if event_file:
+        opts.events.append(event_file)
+    _install_signal_handlers(opts.cancel)
+    progress = None if args.quiet else _make_progress()
+    if progress:
+        opts.events.append(progress)
+    try:
+        result = run_plan(plan, args.out_dir, opts)
+    except MergeCancelled:
+        print("merge cancelled; run again with --resume to continue", file=sys.stderr)
+        return 130
+    finally:
+        if progress:
+            progress.close()
+        if event_file:
+            event_file.close()
+    if not args.quiet:
+        print(f"merged {result['tensors']} tensors ({result['bytes'] / 1e9:.2f} GB) into {result['out_dir']} in {result['seconds']:.1f}s")
+    return 0
+
+
+def _install_signal_handlers(cancel: threading.Event) -> None:
+    """SIGTERM/SIGINT ask the workers to stop; the partial directory stays for --resume."""
+    def handler(signum: int, frame: Any) -> None:
+        cancel.set()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (tests)
+            pass
+
+
+def _print_dry_run(plan: Any, args: argparse.Namespace) -> None:
+    from mergetui.engine.executor import default_memory_budget
+
+    s = plan.summary()
+    budget = args.max_memory or default_memory_budget()
+    sizes = sorted((plan.tensor_working_bytes(t, 1 << 22) for t in plan.tensors), reverse=True)
+    in_flight = 1  # the largest tensors that fit in the budget together, at most one per worker
+    while in_flight < min(len(sizes), args.workers or 3) and sum(sizes[: in_flight + 1]) <= budget:
+        in_flight += 1
+    peak = plan.peak_memory(in_flight, 1 << 22)
+    print(f"method:        {s['method']}")
+    print(f"models:        {', '.join(s['models'])}")
+    print(f"output layers: {s['output_layers']}")
+    print(f"tensors:       {s['tensors']}")
+    print(f"parameters:    {s['parameters']:,}")
+    print(f"output size:   {s['bytes'] / 1e9:.3f} GB in {s['shards']} shard(s)")
+    print(f"tied head:     {s['tied_embeddings']}")
+    print(f"tokenizer:     from {s['tokenizer_from']}")
+    print(f"peak memory:   ~{peak / 1e9:.2f} GB (estimate, {in_flight} tensor(s) in flight)")
+
+
+class _Progress:
+    """Turns events into a rich progress bar on a TTY, or plain lines otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.task: Any = None
+        self.total = 0
+        self.n_tensors = 0
+        self.last_pct = -1
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        kind = ev["event"]
+        if kind == "plan":
+            self.total = ev["bytes"]
+            if self.tty:
+                from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+                self.bar = Progress(TextColumn("merging"), BarColumn(), TextColumn("{task.fields[tensors]} tensors"), DownloadColumn(),
+                                    TimeRemainingColumn(), TextColumn("{task.fields[current]}"), transient=True)
+                self.bar.start()
+                self.n_tensors = ev["tensors"]
+                self.task = self.bar.add_task("merge", total=ev["bytes"], completed=ev.get("already_done_bytes", 0),
+                                              tensors=f"{ev.get('already_done', 0)}/{ev['tensors']}", current="")
+            else:
+                print(f"plan: {ev['tensors']} tensors, {ev['bytes'] / 1e9:.2f} GB, {ev['shards']} shard(s)", file=sys.stderr)
+        elif kind == "tensor_done":
+            if self.bar is not None:
+                self.bar.update(self.task, completed=ev["done_bytes"], tensors=f"{ev['done']}/{self.n_tensors}", current=ev["name"])
+            else:
+                pct = int(100 * ev["done_bytes"] / max(1, self.total))
+                if pct // 10 != self.last_pct // 10:
+                    self.last_pct = pct
+                    print(f"progress: {ev['done']} tensors, {pct}%", file=sys.stderr)
+        elif kind == "shard_written" and self.bar is None:
+            print(f"wrote {ev['file']}", file=sys.stderr)
+
+    def close(self) -> None:
+        """Stop the live display."""
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _make_progress() -> _Progress:
+    return _Progress()

@@ -1,0 +1,77 @@
+"""Everything written next to the merged weights: index, config, tokenizer, model card, recipe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mergetui.engine.errors import ConfigError
+from mergetui.engine.sources import TOKENIZER_FILES
+
+if TYPE_CHECKING:
+    from mergetui.engine.plan import Plan
+    from mergetui.engine.tensor_io import ShardLayout
+
+
+def write_metadata_files(plan: "Plan", out: Path, layouts: dict[str, "ShardLayout"]) -> None:
+    """Write the shard index, config, generation config, tokenizer, card and recipe into `out`."""
+    weight_map = {t.name: t.shard for t in plan.tensors}
+    index = {"metadata": {"total_size": plan.total_bytes, "mergetui_version": _version()}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")
+
+    template_root = plan.sources[plan.template_model].fetch(set())
+    gen = template_root / "generation_config.json"
+    if gen.exists():
+        shutil.copyfile(gen, out / "generation_config.json")
+
+    tok_root = plan.sources[plan.tokenizer_model].fetch(set())
+    for name in TOKENIZER_FILES:
+        if (tok_root / name).exists():
+            shutil.copyfile(tok_root / name, out / name)
+    _apply_chat_template(plan.config.chat_template, out)
+
+    (out / "mergetui_config.yml").write_text(plan.config.to_yaml())
+    (out / "README.md").write_text(model_card(plan))
+
+
+def check_chat_template(template: str | None) -> None:
+    """Reject chat_template values this version cannot honour, before any work starts."""
+    if template and template != "auto" and "{%" not in template and "{{" not in template:
+        raise ConfigError(
+            f"chat_template {template!r}: built-in template names are not supported yet",
+            fix="give the Jinja template itself, or 'auto' to keep the tokenizer's",
+        )
+
+
+def _apply_chat_template(template: str | None, out: Path) -> None:
+    """Set a literal Jinja chat template in tokenizer_config.json ('auto' keeps the source's)."""
+    if not template or template == "auto":
+        return
+    cfg_path = out / "tokenizer_config.json"
+    cfg: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    cfg["chat_template"] = template
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    (out / "chat_template.jinja").unlink(missing_ok=True)  # would override the config's
+
+
+def model_card(plan: "Plan") -> str:
+    """A README.md with front matter (base_model list, tags) and the recipe."""
+    models = list(plan.sources)
+    hub_models = [m for m in models if not m.startswith((".", "/", "~"))]
+    lines = ["---", "base_model:"]
+    lines += [f"- {m}" for m in (hub_models or models)]
+    lines += ["library_name: transformers", "tags:", "- merge", "- mergetui", "---", ""]
+    title = plan.config.name or "merged model"
+    lines += [f"# {title}", "", f"This model was merged with mergetui using the **{plan.method.name}** method.", ""]
+    lines += ["## Models merged", ""] + [f"* {m}" + (" (base)" if m == plan.config.base_model else "") for m in models]
+    lines += ["", f"Output: {plan.out_layers} layers, {plan.total_params:,} parameters.", "", "## Configuration", "", "```yaml", plan.config.to_yaml().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from mergetui import __version__
+
+    return __version__
