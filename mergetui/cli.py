@@ -19,14 +19,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand registered."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; subcommand options are loaded for `only` (default: all)."""
     parser = argparse.ArgumentParser(prog="mergetui", description="A terminal workbench for merging language models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(f"mergetui.commands.{module}").add_arguments(p)
+        if only is None or only == name:
+            importlib.import_module(f"mergetui.commands.{module}").add_arguments(p)
     return parser
 
 
@@ -34,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mergetui` console script."""
     from mergetui.engine.errors import MergeError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # import only the chosen command's module: `check` must start without torch
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
     if args.command is None:
         from mergetui.commands import workbench
 

@@ -186,14 +186,18 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
     def work_one(t: PlannedTensor) -> None:
         if opts.cancel.is_set():
             raise MergeCancelled("cancelled")
-        need_bytes = plan.tensor_working_bytes(t, opts.chunk_elements)
-        budget.acquire(need_bytes, opts.cancel)
-        try:
-            result = merge_tensor(plan, t, entries, device, opts)
-            nbytes = writers[t.shard].write(t.name, result)
-            del result
-        finally:
-            budget.release(need_bytes)
+        src = _copy_source(plan, t, entries)
+        if src is not None:  # unchanged bytes: kernel-side copy, no buffers, no compute
+            nbytes = writers[t.shard].copy_from(t.name, src)
+        else:
+            need_bytes = plan.tensor_working_bytes(t, opts.chunk_elements)
+            budget.acquire(need_bytes, opts.cancel)
+            try:
+                result = merge_tensor(plan, t, entries, device, opts)
+                nbytes = writers[t.shard].write(t.name, result)
+                del result
+            finally:
+                budget.release(need_bytes)
         with lock:
             done_log.write(t.name + "\n")
             done_log.flush()
@@ -251,6 +255,17 @@ def merge_tensor(plan: Plan, t: PlannedTensor, entries: dict[str, dict[str, Tens
     if tuple(result.shape) != t.shape or result.dtype != out_dtype:
         raise RuntimeError(f"{plan.method.name} returned {tuple(result.shape)} {result.dtype} for {t.name}, planned {t.shape} {out_dtype}")
     return result
+
+
+def _copy_source(plan: Plan, t: PlannedTensor, entries: dict[str, dict[str, TensorEntry]]) -> TensorEntry | None:
+    """The input entry to copy verbatim, when the method says the output is that input."""
+    if plan.method.copy_of is None:
+        return None
+    i = plan.method.copy_of(t.params, t.model_params)
+    if i is None:
+        return None
+    e = entries[t.inputs[i].model][t.inputs[i].tensor]
+    return e if e.start >= 0 and e.dtype == t.dtype else None
 
 
 def _input_entries(plan: Plan) -> dict[str, dict[str, TensorEntry]]:
