@@ -169,6 +169,7 @@ def main() -> int:
 
     cp_dst = root / "cp-test"
     shutil.rmtree(cp_dst, ignore_errors=True)
+    os.sync()
     t = time.perf_counter()
     subprocess.run(["cp", "-r", str(a), str(cp_dst)], check=True)
     cp_s = time.perf_counter() - t
@@ -181,6 +182,7 @@ def main() -> int:
         with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
             f.write(CONFIGS[name].format(base=base, a=a, b=b))
         cmd = [sys.executable, "-m", "mergetui", "merge", f.name, str(out), "--quiet"] + args.extra.split()
+        os.sync()  # earlier outputs' dirty pages would otherwise be written back during this run
         secs, peak, rc = run_timed(cmd)
         if rc != 0:
             print(f"{name}: merge failed (exit {rc})", file=sys.stderr)

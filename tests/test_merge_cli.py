@@ -335,3 +335,20 @@ def test_killed_process_leaves_no_output_and_resumes(tmp_path: Path, pair: tuple
 
 def partial_dir_of(out: Path) -> Path:
     return out.parent / f".{out.name}.mergetui-partial"
+
+
+def test_cuda_without_gpu_is_a_clear_error(tmp_path: Path, pair, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    a, _ = pair
+    cfg = write(tmp_path, f"merge_method: passthrough\nmodels: [{{model: {a}}}]\n")
+    assert merge(cfg, tmp_path / "out", "--device", "cuda") == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_zero_weight_sum_is_a_clear_error_naming_the_tensor(tmp_path: Path, pair, capsys) -> None:
+    a, b = pair
+    err = _bad(tmp_path, f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 1}}\n"
+                         f"  - model: {b}\n    parameters: {{weight: -1}}\n", capsys)
+    assert "linear" in err and "weight" in err and ".weight" in err

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_dir", help="output directory (created; must not exist unless --overwrite)")
     p.add_argument("--dry-run", action="store_true", help="print the plan summary, output size and peak memory; write nothing")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the math runs (default cpu)")
-    p.add_argument("--max-memory", type=parse_size, default=None, help="memory budget for tensors in flight (default: half of available RAM)")
+    p.add_argument("--max-memory", type=parse_size, default=None, help="memory budget for tensors in flight (default: 1.5x the largest tensor's needs, at most half of free RAM)")
     p.add_argument("--shard-size", type=parse_size, default=parse_size("5GB"), help="maximum output shard size (default 5GB)")
     p.add_argument("--events", default=None, help="append JSON-lines progress events to this file")
     p.add_argument("--resume", action="store_true", help="continue a killed merge without recomputing finished tensors")
@@ -95,7 +95,7 @@ def _print_dry_run(plan: Any, args: argparse.Namespace) -> None:
     from mergetui.engine.executor import default_memory_budget
 
     s = plan.summary()
-    budget = args.max_memory or default_memory_budget()
+    budget = args.max_memory or default_memory_budget(plan)
     sizes = sorted((plan.tensor_working_bytes(t, 1 << 22) for t in plan.tensors), reverse=True)
     in_flight = 1  # the largest tensors that fit in the budget together, at most one per worker
     while in_flight < min(len(sizes), args.workers or 3) and sum(sizes[: in_flight + 1]) <= budget:

@@ -48,6 +48,10 @@ class MergeOptions:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
+class ResumeMismatch(MergeError):
+    """--resume found a partial merge of a different plan (left untouched)."""
+
+
 def partial_dir(out_dir: Path) -> Path:
     """The hidden sibling directory a merge writes into before the final rename."""
     return out_dir.parent / f".{out_dir.name}.mergetui-partial"
@@ -64,11 +68,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def default_memory_budget() -> int:
-    """Half of the RAM available now, at least 1 GiB."""
+def default_memory_budget(plan: Plan | None = None, chunk_elements: int = 1 << 22) -> int:
+    """A safe share of free RAM that also keeps peak memory independent of model size.
+
+    On 2-4 cores more than about one and a half of the largest tensors in flight buys no
+    speed, only memory; so the budget is 1.5x the largest tensor's working set (at least
+    512 MiB), capped at half of the RAM available now.
+    """
     import psutil
 
-    return max(1 << 30, psutil.virtual_memory().available // 2)
+    half_free = psutil.virtual_memory().available // 2
+    if plan is None or not plan.tensors:
+        return half_free
+    largest = max(plan.tensor_working_bytes(t, chunk_elements) for t in plan.tensors)
+    return min(half_free, max(512 << 20, int(largest * 1.5)))
 
 
 class _Budget:
@@ -106,6 +119,9 @@ def run_plan(plan: Plan, out_dir: str | Path, opts: MergeOptions | None = None) 
         emit(make_event("cancelled", message=str(e) or "cancelled", out_dir=str(out)))
         raise
     except MergeError as e:
+        # the input must change before a retry, so nothing here could be resumed
+        if not isinstance(e, ResumeMismatch):
+            shutil.rmtree(partial_dir(out), ignore_errors=True)
         emit(make_event("error", message=str(e)))
         raise
     except Exception as e:  # unexpected: still tell the watcher before re-raising
@@ -144,7 +160,7 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
             if (work / DONE_LOG).exists():
                 done = {ln for ln in (work / DONE_LOG).read_text().splitlines() if ln}
         else:
-            raise MergeError(
+            raise ResumeMismatch(
                 f"cannot resume: {work} holds a different merge (config, models or options changed)",
                 fix="run again without --resume to start over",
             )
@@ -178,7 +194,7 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
         already_done_bytes=sum(t.nbytes for t in plan.tensors if t.name in done), device=str(device),
     ))
 
-    budget = _Budget(opts.max_memory or default_memory_budget())
+    budget = _Budget(opts.max_memory or default_memory_budget(plan, opts.chunk_elements))
     lock = threading.Lock()
     state = {"done": len(done), "bytes": sum(t.nbytes for t in plan.tensors if t.name in done)}
     done_log = open(work / DONE_LOG, "a")
@@ -251,7 +267,11 @@ def merge_tensor(plan: Plan, t: PlannedTensor, entries: dict[str, dict[str, Tens
         name=t.name, tensors=tensors, base_index=t.base_index, model_params=t.model_params, params=t.params,
         out_dtype=out_dtype, compute_dtype=compute, device=device, generator=gen, chunk_elements=opts.chunk_elements,
     )
-    result = plan.method.merge(inp)
+    try:
+        result = plan.method.merge(inp)
+    except ValueError as e:  # methods raise ValueError for inputs they cannot merge
+        msg = str(e) if t.name in str(e) else f"{t.name}: {e}"
+        raise MergeError(f"{plan.method.name}: {msg}", fix="check the method's parameters for this tensor") from None
     if tuple(result.shape) != t.shape or result.dtype != out_dtype:
         raise RuntimeError(f"{plan.method.name} returned {tuple(result.shape)} {result.dtype} for {t.name}, planned {t.shape} {out_dtype}")
     return result
