@@ -352,3 +352,22 @@ def test_zero_weight_sum_is_a_clear_error_naming_the_tensor(tmp_path: Path, pair
     err = _bad(tmp_path, f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 1}}\n"
                          f"  - model: {b}\n    parameters: {{weight: -1}}\n", capsys)
     assert "linear" in err and "weight" in err and ".weight" in err
+
+
+@pytest.mark.parametrize("kind", ["sharded", "bin"])
+def test_sharded_and_bin_inputs_merge_like_single_file(tmp_path: Path, pair: tuple[Path, Path], kind: str) -> None:
+    a, b = pair
+    if kind == "sharded":
+        other = make_model(tmp_path / "b2", "llama", layers=4, seed=2, base=a, max_shard_size="100KB")
+        assert len(list(other.glob("*.safetensors"))) > 1
+    else:
+        other = make_model(tmp_path / "b2", "llama", layers=4, seed=2, base=a, safe_serialization=False)
+        assert not list(other.glob("*.safetensors")) and list(other.glob("*.bin"))
+    cfg = write(tmp_path, f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 1}}\n"
+                          f"  - model: {other}\n    parameters: {{weight: 1}}\n")
+    ref_cfg = write(tmp_path, f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 1}}\n"
+                              f"  - model: {b}\n    parameters: {{weight: 1}}\n", "ref.yml")
+    assert merge(cfg, tmp_path / "out") == 0
+    assert merge(ref_cfg, tmp_path / "ref") == 0
+    so, sr = load_dir(tmp_path / "out"), load_dir(tmp_path / "ref")
+    assert set(so) == set(sr) and all(torch.equal(so[k], sr[k]) for k in so)

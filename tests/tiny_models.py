@@ -80,10 +80,19 @@ def make_model(
                 if name in sd and sd[name].shape == p.shape:
                     p.copy_(sd[name].float() + noise * torch.randn(p.shape, generator=g))
     model = model.to(dtype)
-    kwargs: dict[str, Any] = {"safe_serialization": safe_serialization}
+    kwargs: dict[str, Any] = {}
     if max_shard_size:
         kwargs["max_shard_size"] = max_shard_size
     model.save_pretrained(path, **kwargs)
+    if not safe_serialization:  # transformers 5 always writes safetensors: convert to .bin
+        from safetensors.torch import load_file
+
+        sd: dict[str, torch.Tensor] = {}
+        for f in sorted(path.glob("*.safetensors")):
+            sd.update(load_file(f))
+            f.unlink()
+        (path / "model.safetensors.index.json").unlink(missing_ok=True)
+        torch.save(sd, path / "pytorch_model.bin")
     write_tokenizer(path, vocab=vocab, extra_tokens=extra_tokens)
     return path
 
