@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mergetui.engine.errors import ModelError
-from mergetui.engine.tensor_io import TensorEntry, load_bin_index, read_safetensors_header
+from mergetui.engine.st_header import TensorEntry, read_safetensors_header  # torch-free: check/inspect use this module
 
 # Small files copied next to the merged weights (tokenizer and generation settings).
 TOKENIZER_FILES = (
@@ -99,6 +99,8 @@ def read_weight_file(p: Path) -> dict[str, TensorEntry]:
     """Entries of one weight file, safetensors or .bin."""
     if p.suffix == ".safetensors":
         return read_safetensors_header(p)
+    from mergetui.engine.tensor_io import load_bin_index  # torch only for .bin checkpoints
+
     return load_bin_index(p)
 
 
