@@ -167,14 +167,21 @@ def test_events_file_and_sharding(tmp_path: Path, pair: tuple[Path, Path]) -> No
 # ---- bad input: exit 2, a message naming the thing and the fix, and no output directory ----
 
 def _bad(tmp_path: Path, text: str, capsys: pytest.CaptureFixture) -> str:
+    """Both guards refuse: the pre-merge check, then (with --allow-crimes) the engine itself.
+
+    Returns the engine's message; the check's wording is tested with the check.
+    """
     cfg = write(tmp_path, text)
     out = tmp_path / "out"
-    assert merge(cfg, out) == 2
-    assert not out.exists()
-    assert not any(p.name.endswith("mergetui-partial") for p in tmp_path.iterdir())
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
+    errs = []
+    for extra in ((), ("--allow-crimes",)):
+        assert merge(cfg, out, *extra) == 2
+        assert not out.exists()
+        assert not any(p.name.endswith("mergetui-partial") for p in tmp_path.iterdir())
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "error" in err
+        errs.append(err)
+    return errs[-1]
 
 
 def test_bad_unknown_method_suggests_closest(tmp_path: Path, pair, capsys) -> None:
@@ -197,7 +204,7 @@ def test_bad_slerp_needs_two_models(tmp_path: Path, pair, capsys) -> None:
     assert "slerp" in err and "2" in err
 
 
-@pytest.mark.parametrize("rng, words", [("[0, 9]", "outside its 4 layers"), ("[2, 2]", "is empty")])
+@pytest.mark.parametrize("rng, words", [("[0, 9]", "outside"), ("[2, 2]", "empty")])
 def test_bad_layer_range(tmp_path: Path, pair, capsys, rng: str, words: str) -> None:
     a, _ = pair
     err = _bad(tmp_path, f"merge_method: passthrough\nslices:\n  - sources: [{{model: {a}, layer_range: {rng}}}]\n", capsys)

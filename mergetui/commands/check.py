@@ -87,7 +87,9 @@ def preflight(
     report = check_config(config, config_path=config_path, out_dir=out_dir, device=device)
     shown = [f for f in report.findings if f.severity != INFO]
     if shown:
-        render_findings(shown, Console(file=file or sys.stderr, highlight=False))
+        out = file or sys.stderr
+        # no hard wrapping into pipes and logs: paths and tensor names stay whole
+        render_findings(shown, Console(file=out, highlight=False, soft_wrap=not out.isatty()))
     if report.has_errors and not allow_crimes:
         n = report.count("error")
         raise MergeError(

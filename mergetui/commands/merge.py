@@ -47,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
     from mergetui.engine.config import load_config
     from mergetui.engine.plan import build_plan
 
+    from mergetui.commands.check import preflight
+
     cfg = load_config(args.config)
+    # the same check as `mergetui check`: stop before planning or downloading on errors
+    preflight(cfg, config_path=args.config, out_dir=args.out_dir, device=args.device, allow_crimes=args.allow_crimes)
     plan = build_plan(cfg, shard_size=args.shard_size)
     if args.dry_run:
         _print_dry_run(plan, args)
