@@ -14,8 +14,13 @@ import sys
 # command name -> (module under mergetui.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("merge", "run a mergekit YAML merge headlessly"),
+    "moe": ("moe", "assemble a Mixture of Experts from dense models (mergekit-moe YAML)"),
     "check": ("check", "check models (or a config) for merge compatibility before downloading"),
     "inspect": ("inspect_model", "print one model's profile"),
+    "compare": ("compare", "open the workbench comparing models side by side"),
+    "edit": ("edit", "open the workbench's recipe editor on a mergekit YAML (new if missing)"),
+    "run": ("run_cmd", "open the workbench and start a merge, following it live"),
+    "jobs": ("jobs_cmd", "list running and finished merges and attach to one"),
 }
 
 

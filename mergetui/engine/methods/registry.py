@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import threading
 
 from mergetui.engine.methods.base import MethodSpec
 
@@ -17,16 +18,22 @@ _FAMILY_MODULES = (
 )
 
 _REGISTRY: dict[str, MethodSpec] = {}
+_LOCK = threading.Lock()  # workers of the workbench may ask for methods at the same time
 
 
 def _load() -> dict[str, MethodSpec]:
-    if not _REGISTRY:
-        for mod in _FAMILY_MODULES:
-            module = importlib.import_module(f"mergetui.engine.methods.{mod}")
-            for spec in module.METHODS:
-                if spec.name in _REGISTRY:
-                    raise RuntimeError(f"merge method {spec.name!r} registered twice")
-                _REGISTRY[spec.name] = spec
+    if _REGISTRY:
+        return _REGISTRY
+    with _LOCK:
+        if not _REGISTRY:
+            found: dict[str, MethodSpec] = {}
+            for mod in _FAMILY_MODULES:
+                module = importlib.import_module(f"mergetui.engine.methods.{mod}")
+                for spec in module.METHODS:
+                    if spec.name in found:
+                        raise RuntimeError(f"merge method {spec.name!r} registered twice")
+                    found[spec.name] = spec
+            _REGISTRY.update(found)  # published whole, never half-filled
     return _REGISTRY
 
 
