@@ -113,6 +113,7 @@ def _print_dry_run(plan: Any, args: argparse.Namespace) -> None:
     print(f"output size:   {s['bytes'] / 1e9:.3f} GB in {s['shards']} shard(s)")
     print(f"tied head:     {s['tied_embeddings']}")
     print(f"tokenizer:     from {s['tokenizer_from']}")
+    print(f"vocabulary:    {s['vocabulary']}")
     print(f"peak memory:   ~{peak / 1e9:.2f} GB (estimate, {in_flight} tensor(s) in flight)")
 
 

@@ -69,19 +69,63 @@ class OutputSlice(_Strict):
         return _model_ref(v)
 
 
-class TokenSource(_Strict):
-    """Where one token's embedding row comes from (mergekit's tokenizer.tokens)."""
+class ModelTokenSource(_Strict):
+    """A token's row taken from another token of one model (`kind: model_token`)."""
 
-    source: Optional[Any] = None
-    force: bool = False
+    kind: Literal["model_token"]
+    model: str
+    token: Optional[str] = None
+    token_id: Optional[int] = None
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _norm_model(cls, v: Any) -> Any:
+        return _model_ref(v)
+
+    @model_validator(mode="after")
+    def _one_token(self) -> "ModelTokenSource":
+        if (self.token is None) == (self.token_id is None):
+            raise ValueError("model_token needs exactly one of 'token' or 'token_id'")
+        return self
+
+
+class ZeroSource(_Strict):
+    """A token's row of zeros (`kind: zero`)."""
+
+    kind: Literal["zero"]
+
+
+class TokenSource(_Strict):
+    """Where one token's embedding row comes from (mergekit's tokenizer.tokens entry).
+
+    `source` is a model (its row for this token), a model_token, zero, or unset (the
+    default fill); `force` applies it to every model, not only those lacking the token.
+    """
+
+    source: Union[ModelTokenSource, ZeroSource, str, None] = None
+    force: Optional[bool] = None
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _norm_source(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "kind" in v:
+            if v["kind"] not in ("model_token", "zero"):
+                raise ValueError(f"source kind {v['kind']!r} is not one of model_token, zero")
+            return v
+        return _model_ref(v)
 
 
 class TokenizerConfig(_Strict):
-    """mergekit's `tokenizer:` section."""
+    """mergekit's `tokenizer:` section (source defaults to union, as in mergekit)."""
 
     source: Optional[str] = None
-    tokens: Optional[dict[str, Any]] = None
-    pad_to_multiple_of: Optional[int] = None
+    tokens: Optional[dict[str, TokenSource]] = None
+    pad_to_multiple_of: Optional[int] = Field(default=None, ge=1)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _norm_source(cls, v: Any) -> Any:
+        return _model_ref(v)
 
 
 class MergeConfig(_Strict):
@@ -138,9 +182,9 @@ class MergeConfig(_Strict):
         return list(seen)
 
     def tokenizer_choice(self) -> str | None:
-        """The tokenizer source, from `tokenizer.source` or legacy `tokenizer_source`."""
-        if self.tokenizer and self.tokenizer.source:
-            return self.tokenizer.source
+        """The tokenizer source, from `tokenizer.source` (default union) or legacy `tokenizer_source`."""
+        if self.tokenizer is not None:
+            return self.tokenizer.source or "union"
         return self.tokenizer_source
 
     def to_yaml(self) -> str:

@@ -28,6 +28,7 @@ from mergetui.engine.methods.base import MergeInputs
 from mergetui.engine.output import write_metadata_files
 from mergetui.engine.plan import Plan, PlannedTensor
 from mergetui.engine.tensor_io import ST_DTYPES, ShardLayout, ShardWriter, TensorEntry, layout_shard, read_tensor
+from mergetui.engine.vocab import align
 
 PROGRESS_FILE = "mergetui-progress.json"
 DONE_LOG = "mergetui-done.log"
@@ -256,6 +257,8 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
 def merge_tensor(plan: Plan, t: PlannedTensor, entries: dict[str, dict[str, TensorEntry]], device: torch.device, opts: MergeOptions) -> torch.Tensor:
     """Read one output tensor's inputs and merge them."""
     tensors = [read_tensor(entries[i.model][i.tensor]) for i in t.inputs]
+    if t.align is not None:  # embedding / lm_head rows moved into the output vocabulary first
+        tensors = align(tensors, t.align)
     gen = None
     if plan.method.randomized:
         seed = opts.random_seed if opts.random_seed is not None else 0
@@ -279,7 +282,7 @@ def merge_tensor(plan: Plan, t: PlannedTensor, entries: dict[str, dict[str, Tens
 
 def _copy_source(plan: Plan, t: PlannedTensor, entries: dict[str, dict[str, TensorEntry]]) -> TensorEntry | None:
     """The input entry to copy verbatim, when the method says the output is that input."""
-    if plan.method.copy_of is None:
+    if plan.method.copy_of is None or t.align is not None:
         return None
     i = plan.method.copy_of(t.params, t.model_params)
     if i is None:

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mergetui.engine.errors import ConfigError
 from mergetui.engine.sources import TOKENIZER_FILES
 
 if TYPE_CHECKING:
@@ -22,33 +21,46 @@ def write_metadata_files(plan: "Plan", out: Path, layouts: dict[str, "ShardLayou
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")
 
-    template_root = plan.sources[plan.template_model].fetch(set())
-    gen = template_root / "generation_config.json"
-    if gen.exists():
-        shutil.copyfile(gen, out / "generation_config.json")
+    copy_side_files(plan.sources[plan.template_model].fetch(set()), plan.sources[plan.tokenizer_model].fetch(set()), out)
+    if plan.vocab is not None and plan.vocab.changed:
+        from mergetui.engine.vocab import write_tokenizer
 
-    tok_root = plan.sources[plan.tokenizer_model].fetch(set())
-    for name in TOKENIZER_FILES:
-        if (tok_root / name).exists():
-            shutil.copyfile(tok_root / name, out / name)
-    _apply_chat_template(plan.config.chat_template, out)
+        write_tokenizer(plan.vocab, out)  # the built vocabulary replaces the copied tokenizer files
+    _apply_chat_template(_chat_template_text(plan), out)
 
     (out / "mergetui_config.yml").write_text(plan.config.to_yaml())
     (out / "README.md").write_text(model_card(plan))
 
 
+def copy_side_files(template_root: Path, tokenizer_root: Path, out: Path) -> None:
+    """Copy generation_config.json from the template model and the tokenizer files from `tokenizer_root`."""
+    gen = template_root / "generation_config.json"
+    if gen.exists():
+        shutil.copyfile(gen, out / "generation_config.json")
+    for name in TOKENIZER_FILES:
+        if (tokenizer_root / name).exists():
+            shutil.copyfile(tokenizer_root / name, out / name)
+
+
 def check_chat_template(template: str | None) -> None:
     """Reject chat_template values this version cannot honour, before any work starts."""
-    if template and template != "auto" and "{%" not in template and "{{" not in template:
-        raise ConfigError(
-            f"chat_template {template!r}: built-in template names are not supported yet",
-            fix="give the Jinja template itself, or 'auto' to keep the tokenizer's",
-        )
+    from mergetui.engine.chat_templates import check_chat_template as check
+
+    check(template)
+
+
+def _chat_template_text(plan: "Plan") -> str | None:
+    """The Jinja text the config's chat_template stands for (None: keep the tokenizer's)."""
+    from mergetui.engine.chat_templates import resolve_chat_template
+
+    template = plan.config.chat_template
+    roots = [plan.sources[r].fetch(set()) for r in plan.config.referenced_models()] if template == "auto" else []
+    return resolve_chat_template(template, roots)
 
 
 def _apply_chat_template(template: str | None, out: Path) -> None:
-    """Set a literal Jinja chat template in tokenizer_config.json ('auto' keeps the source's)."""
-    if not template or template == "auto":
+    """Set a Jinja chat template in tokenizer_config.json (None keeps the copied one)."""
+    if not template:
         return
     cfg_path = out / "tokenizer_config.json"
     cfg: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}

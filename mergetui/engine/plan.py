@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mergetui.engine.architecture import LayerMap, config_layer_count, find_layers, is_embedding, is_lm_head, layer_count_key
+from mergetui.engine.architecture import LayerMap, config_layer_count, find_layers, is_embedding, is_lm_head, is_vocab_tensor, layer_count_key
 from mergetui.engine.config import InputSlice, MergeConfig, OutputSlice
 from mergetui.engine.errors import ConfigError, ModelError, ShapeMismatchError
 from mergetui.engine.methods.base import MethodSpec
@@ -18,6 +18,7 @@ from mergetui.engine.methods.registry import closest_method, get_method
 from mergetui.engine.output import check_chat_template
 from mergetui.engine.params import resolve
 from mergetui.engine.sources import ModelSource, TensorMeta, open_source
+from mergetui.engine.vocab import AlignSpec, VocabPlan, build_vocab
 
 DTYPE_NAMES = {
     "float32": "F32", "fp32": "F32", "float16": "F16", "fp16": "F16",
@@ -53,6 +54,7 @@ class PlannedTensor:
     out_layer: int | None = None
     shard: str = ""
     offset: int = 0
+    align: AlignSpec | None = None  # vocab tensor whose inputs are moved into the output vocabulary
 
     @property
     def numel(self) -> int:
@@ -83,6 +85,7 @@ class Plan:
     tied: bool
     shard_size: int = DEFAULT_SHARD_SIZE
     shards: list[tuple[str, list[str]]] = field(default_factory=list)  # filename -> tensor names
+    vocab: VocabPlan | None = None  # the output vocabulary, when the config sets a tokenizer
 
     @property
     def total_bytes(self) -> int:
@@ -108,7 +111,10 @@ class Plan:
     def tensor_working_bytes(self, t: PlannedTensor, chunk_elements: int) -> int:
         """Memory one tensor needs while merging: stored inputs + output + fp32 chunk scratch."""
         scratch = min(t.numel, chunk_elements) * 4 * (len(t.inputs) + 4)
-        return self.input_bytes(t) + t.nbytes + scratch
+        aligned = 0
+        if t.align is not None:  # align() builds a copy of every input in the output vocabulary
+            aligned = len(t.inputs) * t.numel * max(ELEMENT_SIZE[self.sources[i.model].tensors()[i.tensor].dtype] for i in t.inputs)
+        return self.input_bytes(t) + aligned + t.nbytes + scratch
 
     def peak_memory(self, in_flight: int, chunk_elements: int) -> int:
         """Estimated peak RSS with `in_flight` tensors at once (the largest ones)."""
@@ -121,6 +127,8 @@ class Plan:
         for t in self.tensors:
             h.update(json.dumps([t.name, [(i.model, i.tensor) for i in t.inputs], t.base_index, t.method,
                                  t.params, t.model_params, t.shape, t.dtype, t.shard, t.offset], sort_keys=True, default=str).encode())
+        if self.vocab is not None:
+            h.update(self.vocab.digest.encode())
         return h.hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
@@ -136,6 +144,7 @@ class Plan:
             "tied_embeddings": self.tied,
             "template": self.template_model,
             "tokenizer_from": self.tokenizer_model,
+            "vocabulary": f"{self.vocab.source}: {self.vocab.n_tokens} tokens, {self.vocab.size} rows" if self.vocab else "unchanged",
         }
 
 
@@ -233,6 +242,7 @@ def build_plan(
     template = models[template_ref]
     tied = template.tied
     out_dtype = DTYPE_NAMES.get(cfg.out_dtype or cfg.dtype or "", "")
+    vocab = _plan_vocab(cfg, models, sources) if cfg.tokenizer_choice() else None
 
     planned: list[PlannedTensor] = []
 
@@ -244,8 +254,12 @@ def build_plan(
             if meta is None:
                 raise ModelError(f"model {ref}: has no tensor {tname!r} (needed for {out_name})", fix="the models must share an architecture; run `mergetui check`")
             metas.append(meta)
-        shapes = {m.shape for m in metas}
-        if len(shapes) > 1:
+        spec = None
+        if vocab is not None and section != "layer" and _is_vocab(out_name):
+            if len({m.shape[1:] for m in metas}) > 1:
+                raise _shape_error(out_name, refs, input_names, metas, cfg)
+            spec = vocab.spec(refs, sl.base_model or cfg.base_model, out_name)
+        if spec is None and len({m.shape for m in metas}) > 1:
             raise _shape_error(out_name, refs, input_names, metas, cfg)
         base_index = refs.index(base) if base is not None else None
         params = {
@@ -272,10 +286,11 @@ def build_plan(
             method=method.name,
             params=params,
             model_params=model_params,
-            shape=metas[0].shape,
+            shape=metas[0].shape if spec is None else (spec.size, *metas[0].shape[1:]),
             dtype=out_dtype or metas[0].dtype,
             section=section,
             out_layer=out_layer,
+            align=spec,
         ))
 
     # pre: embeddings from the first slice's sources (t = 0, as mergekit)
@@ -302,18 +317,45 @@ def build_plan(
         add(name, slices[-1], bases[-1], [_input_name(models[s.model], name, template) for s in slices[-1].sources], "post", 0.0, None)
 
     out_config = _output_config(template.config, out_layer, tied, out_dtype)
-    tok = cfg.tokenizer_choice()
-    if tok in (None, "base"):
-        tok_model = cfg.base_model if cfg.base_model in models else slices[0].sources[0].model
-    elif tok == "union":
-        raise ConfigError("tokenizer source 'union' is not supported yet (vocabulary alignment is planned)", fix="use 'tokenizer_source: base' or a model")
+    if vocab is not None:
+        tok_model = vocab.tokenizer_from
+        _set_vocab_size(out_config, vocab.size)
     else:
-        if tok not in models:
-            models[tok] = _load_model(tok, sources)
-        tok_model = tok
-    plan = Plan(cfg, method, planned, {r: models[r].source for r in models}, out_config, template_ref, tok_model, out_layer, tied, shard_size)
+        tok_model = cfg.base_model if cfg.base_model in models else slices[0].sources[0].model
+    plan = Plan(cfg, method, planned, {r: models[r].source for r in models}, out_config, template_ref, tok_model, out_layer, tied, shard_size, vocab=vocab)
     _assign_shards(plan)
     return plan
+
+
+def _is_vocab(name: str) -> bool:
+    """Whether a pre/post tensor has one row per token (embedding, lm_head and its bias)."""
+    return is_vocab_tensor(name) or (name.endswith("bias") and is_lm_head(name.removesuffix("bias") + "weight"))
+
+
+def _vocab_rows(model: _Model) -> int:
+    """Rows the model has for its tokens (its smallest vocab tensor; config vocab_size if none)."""
+    dims = [model.metas[n].shape[0] for n in model.layers.pre + model.layers.post if _is_vocab(n) and model.metas[n].shape]
+    return min(dims) if dims else int(model.config.get("vocab_size") or 0)
+
+
+def _plan_vocab(cfg: MergeConfig, models: dict[str, _Model], sources: dict[str, ModelSource]) -> VocabPlan:
+    """The output vocabulary (tokenizer files are read now; weights are not)."""
+    choice = cfg.tokenizer_choice()
+    refs = cfg.referenced_models()
+    if choice not in ("union", "base") and choice not in models:
+        models[choice] = _load_model(choice, sources)  # type: ignore[index]
+    roots = {ref: models[ref].source.fetch(set()) for ref in {*refs, choice} if ref in models}
+    rows = {ref: _vocab_rows(models[ref]) for ref in refs}
+    return build_vocab(cfg, refs[0], roots, rows)  # refs[0]: the base model, else the first (as mergekit)
+
+
+def _set_vocab_size(out: dict[str, Any], size: int) -> None:
+    """Write the output's vocab_size (also in a nested text_config that declares one)."""
+    text = out.get("text_config")
+    if isinstance(text, dict) and "vocab_size" in text:
+        text["vocab_size"] = size
+    if "vocab_size" in out or not (isinstance(text, dict) and "vocab_size" in text):
+        out["vocab_size"] = size
 
 
 def _try_resolve(p: Any, scopes: list, tname: str, t: float, where: str) -> Any:
@@ -337,10 +379,12 @@ def _input_name(model: _Model, name: str, template: _Model) -> str:
 def _shape_error(out_name: str, refs: list[str], names: list[str], metas: list[TensorMeta], cfg: MergeConfig) -> ShapeMismatchError:
     detail = ", ".join(f"{r}: {list(m.shape)}" for r, m in zip(refs, metas))
     if is_embedding(names[0]) or is_lm_head(names[0]):
+        if cfg.tokenizer_choice():  # aligned, yet the rows differ in width
+            return ShapeMismatchError(f"{out_name}: hidden sizes differ ({detail})", fix="these models cannot be merged; run `mergetui check`")
         return ShapeMismatchError(
             f"{out_name}: vocabulary sizes differ ({detail}); the models' tokenizers do not match",
-            fix="merge models with the same vocabulary, or set the tokenizer source (tokenizer_source: base / a model) "
-            "once vocabulary alignment is available; run `mergetui check` to see the extra tokens",
+            fix="add 'tokenizer_source: union' to the config (every model's tokens; or 'base' for the base model's, "
+            "or a model's name for its tokenizer) so rows are aligned by token; `mergetui check` lists the extra tokens",
         )
     return ShapeMismatchError(f"{out_name}: shapes differ ({detail})", fix="these models cannot be merged tensor by tensor; run `mergetui check`")
 
