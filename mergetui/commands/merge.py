@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     event_file = EventFile(args.events) if args.events else None
     if event_file:
         opts.events.append(event_file)
-    _install_signal_handlers(opts.cancel)
-    progress = None if args.quiet else _make_progress()
+    install_signal_handlers(opts.cancel)
+    progress = None if args.quiet else make_progress()
     if progress:
         opts.events.append(progress)
     try:
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_signal_handlers(cancel: threading.Event) -> None:
+def install_signal_handlers(cancel: threading.Event) -> None:
     """SIGTERM/SIGINT ask the workers to stop; the partial directory stays for --resume."""
     def handler(signum: int, frame: Any) -> None:
         cancel.set()
@@ -160,5 +160,6 @@ class _Progress:
             self.bar.stop()
 
 
-def _make_progress() -> _Progress:
+def make_progress() -> _Progress:
+    """A progress display for events: a rich bar on a TTY, plain lines otherwise."""
     return _Progress()

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, plan and assemble the MoE."""
-    from mergetui.commands.merge import _install_signal_handlers, _make_progress
+    from mergetui.commands.merge import install_signal_handlers, make_progress
     from mergetui.engine.errors import MergeCancelled
     from mergetui.engine.events import EventFile
     from mergetui.engine.moe.assemble import MoEOptions, run_moe
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     event_file = EventFile(args.events) if args.events else None
     if event_file:
         opts.events.append(event_file)
-    _install_signal_handlers(opts.cancel)
-    progress = None if args.quiet else _make_progress()
+    install_signal_handlers(opts.cancel)
+    progress = None if args.quiet else make_progress()
     if progress:
         opts.events.append(progress)
     try:

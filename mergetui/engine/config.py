@@ -39,7 +39,7 @@ class InputModel(_Strict):
     @field_validator("model", mode="before")
     @classmethod
     def _norm_model(cls, v: Any) -> Any:
-        return _model_ref(v)
+        return normalize_model_ref(v)
 
 
 class InputSlice(_Strict):
@@ -52,7 +52,7 @@ class InputSlice(_Strict):
     @field_validator("model", mode="before")
     @classmethod
     def _norm_model(cls, v: Any) -> Any:
-        return _model_ref(v)
+        return normalize_model_ref(v)
 
 
 class OutputSlice(_Strict):
@@ -66,7 +66,7 @@ class OutputSlice(_Strict):
     @field_validator("base_model", mode="before")
     @classmethod
     def _norm_base(cls, v: Any) -> Any:
-        return _model_ref(v)
+        return normalize_model_ref(v)
 
 
 class ModelTokenSource(_Strict):
@@ -80,7 +80,7 @@ class ModelTokenSource(_Strict):
     @field_validator("model", mode="before")
     @classmethod
     def _norm_model(cls, v: Any) -> Any:
-        return _model_ref(v)
+        return normalize_model_ref(v)
 
     @model_validator(mode="after")
     def _one_token(self) -> "ModelTokenSource":
@@ -112,7 +112,7 @@ class TokenSource(_Strict):
             if v["kind"] not in ("model_token", "zero"):
                 raise ValueError(f"source kind {v['kind']!r} is not one of model_token, zero")
             return v
-        return _model_ref(v)
+        return normalize_model_ref(v)
 
 
 class TokenizerConfig(_Strict):
@@ -125,7 +125,7 @@ class TokenizerConfig(_Strict):
     @field_validator("source", mode="before")
     @classmethod
     def _norm_source(cls, v: Any) -> Any:
-        return _model_ref(v)
+        return normalize_model_ref(v)
 
 
 class MergeConfig(_Strict):
@@ -147,7 +147,7 @@ class MergeConfig(_Strict):
     @field_validator("base_model", "tokenizer_source", mode="before")
     @classmethod
     def _norm_base(cls, v: Any) -> Any:
-        return _model_ref(v)
+        return normalize_model_ref(v)
 
     @model_validator(mode="after")
     def _one_layout(self) -> "MergeConfig":
@@ -196,7 +196,7 @@ class MergeConfig(_Strict):
 DTYPES = {"float32", "float16", "bfloat16", "float64", "fp32", "fp16", "bf16"}
 
 
-def _model_ref(value: Any) -> Any:
+def normalize_model_ref(value: Any) -> Any:
     """Accept mergekit's model reference forms we support; reject the rest clearly."""
     if value is None or isinstance(value, str):
         if isinstance(value, str) and "+" in value and not Path(value).exists():
@@ -244,7 +244,7 @@ def parse_config(text: str, source: str = "<config>") -> MergeConfig:
     except ValidationError as e:
         err = e.errors()[0]
         loc = [p for p in err["loc"] if not isinstance(p, str) or not p.startswith("function-")]
-        line = _line_of(node, loc)
+        line = yaml_line_of(node, loc)
         where = f"{source}:{line}" if line else source
         path = ".".join(str(p) for p in loc) or "config"
         msg = err["msg"].removeprefix("Value error, ")
@@ -267,7 +267,7 @@ def load_config(path: str | Path) -> MergeConfig:
     return parse_config(text, str(p))
 
 
-def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+def yaml_line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
     """1-based line of the YAML node at pydantic location `loc` (closest existing parent)."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:

@@ -70,6 +70,15 @@ def resolve_device(device: str) -> torch.device:
 
 
 def default_memory_budget(plan: Plan | None = None, chunk_elements: int = 1 << 22) -> int:
+    """The default budget for a plan: see budget_for_largest()."""
+    import psutil
+
+    if plan is None or not plan.tensors:
+        return psutil.virtual_memory().available // 2
+    return budget_for_largest(max(plan.tensor_working_bytes(t, chunk_elements) for t in plan.tensors))
+
+
+def budget_for_largest(largest: int) -> int:
     """A safe share of free RAM that also keeps peak memory independent of model size.
 
     On 2-4 cores more than about one and a half of the largest tensors in flight buys no
@@ -78,14 +87,10 @@ def default_memory_budget(plan: Plan | None = None, chunk_elements: int = 1 << 2
     """
     import psutil
 
-    half_free = psutil.virtual_memory().available // 2
-    if plan is None or not plan.tensors:
-        return half_free
-    largest = max(plan.tensor_working_bytes(t, chunk_elements) for t in plan.tensors)
-    return min(half_free, max(512 << 20, int(largest * 1.5)))
+    return min(psutil.virtual_memory().available // 2, max(512 << 20, int(largest * 1.5)))
 
 
-class _Budget:
+class MemoryBudget:
     """Bytes of tensors in flight; a tensor larger than the whole budget runs alone."""
 
     def __init__(self, limit: int) -> None:
@@ -111,7 +116,7 @@ def run_plan(plan: Plan, out_dir: str | Path, opts: MergeOptions | None = None) 
     """Execute `plan` into `out_dir`; returns the finished event."""
     opts = opts or MergeOptions()
     out = Path(out_dir).resolve()
-    emit = _fanout(opts.events)
+    emit = fanout(opts.events)
     t0 = time.time()
     device = resolve_device(opts.device)
     try:
@@ -131,7 +136,9 @@ def run_plan(plan: Plan, out_dir: str | Path, opts: MergeOptions | None = None) 
     return result
 
 
-def _fanout(sinks: list[EventSink]) -> Callable[[dict[str, Any]], None]:
+def fanout(sinks: list[EventSink]) -> Callable[[dict[str, Any]], None]:
+    """One sink that forwards each event to every sink in `sinks`."""
+
     def emit(ev: dict[str, Any]) -> None:
         for s in sinks:
             s(ev)
@@ -195,7 +202,7 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
         already_done_bytes=sum(t.nbytes for t in plan.tensors if t.name in done), device=str(device),
     ))
 
-    budget = _Budget(opts.max_memory or default_memory_budget(plan, opts.chunk_elements))
+    budget = MemoryBudget(opts.max_memory or default_memory_budget(plan, opts.chunk_elements))
     lock = threading.Lock()
     state = {"done": len(done), "bytes": sum(t.nbytes for t in plan.tensors if t.name in done)}
     done_log = open(work / DONE_LOG, "a")
@@ -248,7 +255,7 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
     write_metadata_files(plan, work, layouts)
     for name in (PROGRESS_FILE, DONE_LOG):
         (work / name).unlink(missing_ok=True)
-    _publish(work, out)
+    publish(work, out)
     ev = make_event("finished", out_dir=str(out), tensors=len(plan.tensors), bytes=total_bytes, seconds=round(time.time() - t0, 3))
     emit(ev)
     return ev
@@ -314,7 +321,7 @@ def _locality_key(t: PlannedTensor, entries: dict[str, dict[str, TensorEntry]]) 
     return (str(e.file), e.start)
 
 
-def _publish(work: Path, out: Path) -> None:
+def publish(work: Path, out: Path) -> None:
     """Move the finished directory into place (replacing an old one only now)."""
     if out.exists():
         old = out.parent / f".{out.name}.mergetui-old"

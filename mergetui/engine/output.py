@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def write_metadata_files(plan: "Plan", out: Path, layouts: dict[str, "ShardLayout"]) -> None:
     """Write the shard index, config, generation config, tokenizer, card and recipe into `out`."""
     weight_map = {t.name: t.shard for t in plan.tensors}
-    index = {"metadata": {"total_size": plan.total_bytes, "mergetui_version": _version()}, "weight_map": weight_map}
+    index = {"metadata": {"total_size": plan.total_bytes, "mergetui_version": mergetui_version()}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")
 
@@ -83,7 +83,7 @@ def model_card(plan: "Plan") -> str:
     return "\n".join(lines)
 
 
-def _version() -> str:
+def mergetui_version() -> str:
     from mergetui import __version__
 
     return __version__

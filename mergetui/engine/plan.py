@@ -323,7 +323,7 @@ def build_plan(
     else:
         tok_model = cfg.base_model if cfg.base_model in models else slices[0].sources[0].model
     plan = Plan(cfg, method, planned, {r: models[r].source for r in models}, out_config, template_ref, tok_model, out_layer, tied, shard_size, vocab=vocab)
-    _assign_shards(plan)
+    assign_shards(plan)
     return plan
 
 
@@ -405,7 +405,7 @@ def _output_config(template: dict[str, Any], layers: int, tied: bool, out_dtype:
     return out
 
 
-def _assign_shards(plan: Plan) -> None:
+def assign_shards(plan: Plan) -> None:
     """Group tensors (pre, layers, post order) into shards of at most shard_size bytes."""
     groups: list[list[PlannedTensor]] = [[]]
     size = 0

@@ -22,7 +22,7 @@ import torch
 
 from mergetui.engine.errors import DiskSpaceError, MergeCancelled, MergeError, ModelError
 from mergetui.engine.events import EventSink, make_event
-from mergetui.engine.executor import _Budget, _fanout, _publish, partial_dir, resolve_device
+from mergetui.engine.executor import MemoryBudget, budget_for_largest, fanout, partial_dir, publish, resolve_device
 from mergetui.engine.moe.output import write_moe_metadata
 from mergetui.engine.moe.plan import MoEPlan, MoETensor
 from mergetui.engine.moe.router import gate_vectors
@@ -47,7 +47,7 @@ def run_moe(plan: MoEPlan, out_dir: str | Path, opts: MoEOptions | None = None) 
     """Assemble `plan` into `out_dir`; returns the finished event."""
     opts = opts or MoEOptions()
     out = Path(out_dir).resolve()
-    emit = _fanout(opts.events)
+    emit = fanout(opts.events)
     t0 = time.time()
     try:
         return _run(plan, out, opts, emit, t0)
@@ -94,10 +94,7 @@ def _run(plan: MoEPlan, out: Path, opts: MoEOptions, emit: Callable[[dict[str, A
                     family=plan.family.name, experts=len(plan.config.experts), pid=os.getpid(), already_done=0,
                     already_done_bytes=0, device=str(device)))
 
-    largest = max(_working_bytes(t) for t in plan.tensors)
-    import psutil
-
-    budget = _Budget(min(psutil.virtual_memory().available // 2, max(512 << 20, int(largest * 1.5))))
+    budget = MemoryBudget(budget_for_largest(max(_working_bytes(t) for t in plan.tensors)))
     lock = threading.Lock()
     state = {"done": 0, "bytes": 0}
 
@@ -134,14 +131,14 @@ def _run(plan: MoEPlan, out: Path, opts: MoEOptions, emit: Callable[[dict[str, A
             w.close()
 
     write_moe_metadata(plan, work, opts.config_text)
-    _publish(work, out)
+    publish(work, out)
     ev = make_event("finished", out_dir=str(out), tensors=len(plan.tensors), bytes=need, seconds=round(time.time() - t0, 3))
     emit(ev)
     return ev
 
 
 def _write_tensor(t: MoETensor, writer: ShardWriter, entries: dict[str, dict[str, TensorEntry]], gates: torch.Tensor,
-                  seed: int, budget: _Budget, cancel: threading.Event) -> int:
+                  seed: int, budget: MemoryBudget, cancel: threading.Event) -> int:
     """Produce one output tensor and write it at its offset; returns bytes written."""
     out_dtype = ST_DTYPES[t.dtype]
     if t.gate is not None:

@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from mergetui.engine.config import DTYPES, _line_of, _model_ref
+from mergetui.engine.config import DTYPES, yaml_line_of, normalize_model_ref
 from mergetui.engine.errors import ConfigError
 
 GateMode = Literal["hidden", "cheap_embed", "random", "uniform_random"]
@@ -35,7 +35,7 @@ class Expert(_Strict):
     @field_validator("source_model", mode="before")
     @classmethod
     def _norm_model(cls, v: Any) -> Any:
-        return _model_ref(v)
+        return normalize_model_ref(v)
 
     def prompt_key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Positive and negative prompts, for comparing experts."""
@@ -56,7 +56,7 @@ class MoEConfig(_Strict):
     @field_validator("base_model", mode="before")
     @classmethod
     def _norm_base(cls, v: Any) -> Any:
-        return _model_ref(v)
+        return normalize_model_ref(v)
 
     @field_validator("dtype")
     @classmethod
@@ -133,7 +133,7 @@ def parse_moe_config(text: str, source: str = "<config>") -> MoEConfig:
         raise ConfigError(f"{source}: expected a mapping with base_model and experts", fix="see mergekit-moe's config format")
 
     def where(loc: list[Any]) -> str:
-        line = _line_of(node, loc)
+        line = yaml_line_of(node, loc)
         return f"{source}:{line}" if line else source
 
     try:

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 from mergetui.engine.moe.plan import MoEPlan
-from mergetui.engine.output import _version, copy_side_files
+from mergetui.engine.output import mergetui_version, copy_side_files
 
 CONFIG_NAME = "mergetui_moe_config.yml"
 
 
 def write_moe_metadata(plan: MoEPlan, out: Path, config_text: str | None = None) -> None:
     """Write the shard index, config.json, generation config, tokenizer files, card and recipe into `out`."""
-    index = {"metadata": {"total_size": plan.total_bytes, "mergetui_version": _version()},
+    index = {"metadata": {"total_size": plan.total_bytes, "mergetui_version": mergetui_version()},
              "weight_map": {t.name: t.shard for t in plan.tensors}}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps(plan.out_config, indent=2) + "\n")

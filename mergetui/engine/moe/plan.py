@@ -17,7 +17,7 @@ from mergetui.engine.moe.families import (
     ATTN_SUFFIXES, IGNORED_SUFFIXES, MLP_SUFFIXES, QKV_BIASES, RESIDUAL_SUFFIX, MoEFamily, choose_family, moe_config,
 )
 # the merge plan's shard grouping only needs .tensors/.shard_size/.shards and each tensor's name/nbytes/shard
-from mergetui.engine.plan import DEFAULT_SHARD_SIZE, DTYPE_NAMES, ELEMENT_SIZE, ST_TO_NAME, _assign_shards
+from mergetui.engine.plan import DEFAULT_SHARD_SIZE, DTYPE_NAMES, ELEMENT_SIZE, ST_TO_NAME, assign_shards
 from mergetui.engine.sources import ModelSource, TensorMeta, open_source
 
 
@@ -189,7 +189,7 @@ def build_moe_plan(cfg: MoEConfig, sources: dict[str, ModelSource] | None = None
                             intermediate_size=routed, shared_intermediate_size=shared, dtype_name=ST_TO_NAME.get(out_dtype, "float32"),
                             num_layers=L)
     plan = MoEPlan(cfg, family, tensors, {r: m.source for r, m in models.items()}, out_config, L, hidden, warnings, shard_size=shard_size)
-    _assign_shards(plan)  # type: ignore[arg-type]  # duck-typed: same fields as the merge Plan
+    assign_shards(plan)  # type: ignore[arg-type]  # duck-typed: same fields as the merge Plan
     return plan
 
 
