@@ -142,15 +142,18 @@ _BLOCKING = ("architecture", "hidden size", "intermediate size", "attention head
 _WARNING = ("model type", "vocab size", "added tokens", "tied embeddings", "dtype", "max positions", "rope theta")
 
 
-def property_level(prop: str, method: str, values: list[Any]) -> str:
-    """'' when the values agree, else 'error' (blocks `method`) or 'warning' — the Compare colours."""
+def property_level(prop: str, method: str, values: list[Any], aligned: bool = False) -> str:
+    """'' when the values agree, else 'error' (blocks `method`) or 'warning' — the Compare colours.
+
+    `aligned`: the recipe sets a tokenizer source, so embedding rows are matched by token.
+    """
     if len({repr(v) for v in values}) <= 1:
         return ""
     stacking = method == "passthrough"
     if prop == "layers" and stacking:
         return ""  # frankenmerges stack slices of different depths
-    if prop == "embedding rows" and stacking:
-        return "warning"  # only the first and last slices' embedding and head are used
+    if prop == "embedding rows" and (stacking or aligned or method == "moe"):
+        return "warning"  # only some models' embeddings are used, or rows are aligned by token
     if prop in _BLOCKING:
         return "error"
     return "warning" if prop in _WARNING else ""
@@ -203,10 +206,13 @@ class Preflight:
     error: str = ""
 
 
-def preflight(cfg: MergeConfig, out_dir: str) -> Preflight:
+def preflight(cfg: Any, out_dir: str) -> Preflight:
     """inspect's check of the recipe plus the engine's plan; a problem is returned, not raised."""
+    from mergetui.engine.moe.config import MoEConfig
     from mergetui.inspect.check import check_config
 
+    if isinstance(cfg, MoEConfig):
+        return moe_preflight(cfg, out_dir)
     pf = Preflight()
     try:
         report = check_config(cfg, out_dir=out_dir)
@@ -227,6 +233,47 @@ def preflight(cfg: MergeConfig, out_dir: str) -> Preflight:
         return pf
     pf.summary = plan.summary()
     pf.output_bytes = plan.total_bytes
+    return pf
+
+
+def moe_preflight(cfg: Any, out_dir: str) -> Preflight:
+    """What `mergetui moe` will do with a MoEConfig: its refusal, or the plan's totals and warnings."""
+    import shutil
+
+    from mergetui.moe_recipe import moe_problem, moe_warnings
+
+    pf = Preflight()
+    problem = moe_problem(cfg)
+    if problem:
+        pf.error = problem
+        return pf
+    try:
+        from mergetui.engine.moe.plan import build_moe_plan
+
+        plan = build_moe_plan(cfg)  # configs and headers only, like the merge plan
+    except Exception as e:
+        pf.error = describe_error(e)
+        return pf
+    pf.findings = [Finding("warning", w) for w in dict.fromkeys(plan.warnings + moe_warnings(cfg))]
+    elements = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+    params = sum(t.nbytes // elements.get(t.dtype, 1) for t in plan.tensors)
+    pf.summary = {"method": f"moe ({plan.family.name}, {len(cfg.experts)} experts, {cfg.experts_per_token} per token)",
+                  "output_layers": plan.num_layers, "parameters": params, "tensors": len(plan.tensors)}
+    pf.output_bytes = plan.total_bytes
+    largest = max((t.nbytes for t in plan.tensors), default=0)
+    # tensors are copied one at a time; gate_mode hidden also runs the base model (float32) once
+    base_bytes = sum(t.nbytes for t in plan.tensors if t.model == cfg.base_model) if cfg.gate_mode == "hidden" else 0
+    pf.peak_ram = (600 << 20) + 3 * largest + base_bytes * 2
+    where = Path(os.path.expanduser(out_dir)).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        pf.free_disk = shutil.disk_usage(where).free
+    except OSError:
+        pf.free_disk = None
+    if pf.free_disk is not None and pf.output_bytes > pf.free_disk:
+        pf.findings.insert(0, Finding("error", f"not enough disk for the output: {pf.output_bytes / 1e9:.2f} GB needed, "
+                                               f"{pf.free_disk / 1e9:.2f} GB free", "choose another output directory", "disk-short"))
     return pf
 
 

@@ -1,8 +1,9 @@
-"""The job registry: merges started from the workbench, each its own detached process.
+"""The job registry: merges and MoE assemblies started from the workbench, each its own detached process.
 
 A job is a folder under $XDG_STATE_HOME/mergetui/jobs (default ~/.local/state/...) holding
 config.yml, the events file(s), merge.log (the process's stdout/stderr) and job.json
-{id, pid, out_dir, config, started, events, cwd, attempts}. The process runs in a new session
+{id, pid, out_dir, config, started, events, cwd, attempts, kind}; kind is the subcommand,
+`merge` or `moe` (both write the same events). The process runs in a new session
 (start_new_session), so a dropped SSH connection or a closed workbench does not stop it;
 whoever opens the workbench later reads the same folder and re-attaches.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from mergetui.engine.events import pid_alive, read_events
 
 TERMINAL = ("finished", "error", "cancelled")
+KINDS = ("merge", "moe")  # the mergetui subcommand a job runs
 
 # Popen objects of jobs this process started: polling them reaps the child, so a finished
 # merge does not linger as a zombie that pid_alive() would still call alive.
@@ -47,6 +49,7 @@ class Job:
     events: str
     cwd: str = ""
     attempts: int = 1
+    kind: str = "merge"  # "merge" or "moe" (job.json files written before MoE jobs lack it)
 
     @property
     def events_path(self) -> Path:
@@ -105,16 +108,26 @@ class Job:
         os.replace(tmp, path)
 
 
+def job_command(kind: str, config: str, out_dir: str, events: str, resume: bool, extra: list[str]) -> list[str]:
+    """The argv of a job's process: `python -m mergetui merge|moe CONFIG OUT --events FILE --quiet`.
+
+    A MoE assembly has no --resume (it leaves nothing behind when stopped): it starts over.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown job kind {kind!r}; use one of {', '.join(KINDS)}")
+    cmd = [sys.executable, "-m", "mergetui", kind, config, out_dir, "--events", events, "--quiet"]
+    return cmd + (["--resume"] if resume and kind == "merge" else []) + list(extra)
+
+
 def merge_command(config: str, out_dir: str, events: str, resume: bool, extra: list[str]) -> list[str]:
     """The argv of the merge process."""
-    cmd = [sys.executable, "-m", "mergetui", "merge", config, out_dir, "--events", events, "--quiet"]
-    return cmd + (["--resume"] if resume else []) + list(extra)
+    return job_command("merge", config, out_dir, events, resume, extra)
 
 
 def _spawn(job: Job, resume: bool, extra: list[str], command: list[str] | None) -> None:
     argv = command + [job.config, job.out_dir, "--events", str(job.events_path)] if command else \
-        merge_command(job.config, job.out_dir, str(job.events_path), resume, extra)
-    if command and resume:
+        job_command(job.kind, job.config, job.out_dir, str(job.events_path), resume, extra)
+    if command and resume and job.kind == "merge":
         argv.append("--resume")
     with open(job.log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -127,11 +140,13 @@ def _spawn(job: Job, resume: bool, extra: list[str], command: list[str] | None) 
 
 
 def start_job(config_yaml: str, out_dir: str, *, extra: list[str] | None = None, root: Path | None = None,
-              command: list[str] | None = None) -> Job:
-    """Save the config into a new job folder and start `mergetui merge` on it, detached.
+              command: list[str] | None = None, kind: str = "merge") -> Job:
+    """Save the config into a new job folder and start `mergetui merge` (or `moe`) on it, detached.
 
     `command` replaces `python -m mergetui merge` (tests use a slow stand-in).
     """
+    if kind not in KINDS:
+        raise ValueError(f"unknown job kind {kind!r}; use one of {', '.join(KINDS)}")
     root = root or jobs_dir()
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -141,13 +156,13 @@ def start_job(config_yaml: str, out_dir: str, *, extra: list[str] | None = None,
     folder.mkdir()
     (folder / "config.yml").write_text(config_yaml)
     job = Job(id=folder.name, dir=str(folder), pid=0, out_dir=str(Path(os.path.expanduser(out_dir)).absolute()),
-              config=str(folder / "config.yml"), started=time.time(), events="events.jsonl", cwd=os.getcwd())
+              config=str(folder / "config.yml"), started=time.time(), events="events.jsonl", cwd=os.getcwd(), kind=kind)
     _spawn(job, False, extra or [], command)
     return job
 
 
 def resume_job(job: Job, *, extra: list[str] | None = None, command: list[str] | None = None) -> Job:
-    """Start the job's merge again with --resume; events of this attempt go to a new file."""
+    """Start the job's merge again with --resume (a MoE starts over); events of this attempt go to a new file."""
     if job.alive():
         return job
     job.attempts += 1

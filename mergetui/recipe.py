@@ -12,7 +12,7 @@ import yaml
 
 from mergetui.engine.config import MergeConfig
 
-FIELDS = ("merge_method", "base_model", "dtype", "out_dtype", "tokenizer_source")
+FIELDS = ("merge_method", "base_model", "dtype", "out_dtype", "tokenizer_source", "chat_template")
 
 
 def format_value(value: Any) -> str:
@@ -116,3 +116,71 @@ def sync_models(cfg: MergeConfig, bench: list[str]) -> MergeConfig:
     if data.get("base_model") and data["base_model"] not in bench:
         data.pop("base_model")
     return MergeConfig.model_validate(data)
+
+
+# ---- vocabulary and chat template ---------------------------------------------------------------
+# The built-in chat template names (engine.chat_templates.BUILTIN), plus 'auto'; unset keeps the base's.
+CHAT_TEMPLATES = ("auto", "chatml", "llama3", "mistral", "alpaca", "exaone")
+_KEEP: Any = object()  # "leave this setting as it is"
+
+
+def set_tokenizer(cfg: MergeConfig, *, source: Any = _KEEP, pad: Any = _KEEP) -> MergeConfig:
+    """Set the output vocabulary's source and/or pad_to_multiple_of (None or '' unsets).
+
+    New settings go into mergekit's `tokenizer:` section; a legacy `tokenizer_source:` stays
+    legacy while only its source changes, so an opened file keeps its shape. Unsetting the
+    source removes the whole section (no vocabulary alignment at all).
+    """
+    data = _data(cfg)
+    legacy = data.pop("tokenizer_source", None)
+    section = data.pop("tokenizer", None)
+    if source is not _KEEP and source in (None, ""):
+        return MergeConfig.model_validate(data)
+    had_section = section is not None
+    if section is None and legacy is not None:
+        section = {"source": legacy}
+    elif section is None:
+        section = {}
+    if source is not _KEEP:
+        section["source"] = source
+    if pad is not _KEEP:
+        if pad in (None, ""):
+            section.pop("pad_to_multiple_of", None)
+        else:
+            section["pad_to_multiple_of"] = int(pad)
+    if legacy is not None and set(section) <= {"source"}:
+        data["tokenizer_source"] = section.get("source", legacy)  # still expressible the legacy way
+    elif section or had_section or source is not _KEEP:
+        data["tokenizer"] = section  # an empty section stays: it means union, as in mergekit
+    return MergeConfig.model_validate(data)
+
+
+def tokenizer_pad(cfg: MergeConfig) -> int | None:
+    """The tokenizer section's pad_to_multiple_of, if any."""
+    return cfg.tokenizer.pad_to_multiple_of if cfg.tokenizer else None
+
+
+def token_overrides(cfg: MergeConfig) -> dict[str, Any]:
+    """The per-token embedding overrides (`tokenizer.tokens`), token -> its source setting."""
+    return dict(cfg.tokenizer.tokens or {}) if cfg.tokenizer else {}
+
+
+def chat_template_choice(cfg: MergeConfig) -> str | None:
+    """'auto', a built-in name, 'literal' (Jinja text, edited in the YAML) or None (keep the base's)."""
+    t = cfg.chat_template
+    if t is None:
+        return None
+    return t if t in CHAT_TEMPLATES else "literal"
+
+
+def vocab_fix_choices(cfg: MergeConfig, refs: list[str]) -> list[tuple[str, str]]:
+    """(tokenizer source, what it means) for the embedding-rows-differ fix: union, base, each model."""
+    base = cfg.base_model or (cfg.referenced_models() or refs or ["the first model"])[0]
+    out = [("union", "every model's tokens (rows aligned by token)"), ("base", f"the base model's tokens ({_short(base)})")]
+    for ref in dict.fromkeys(refs):
+        out.append((ref, f"{_short(ref)}'s tokens"))
+    return out
+
+
+def _short(ref: str) -> str:
+    return ref.rstrip("/").rsplit("/", 1)[-1]

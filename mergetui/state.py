@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from mergetui.backend import Profile
-from mergetui.engine.config import MergeConfig, load_config
+from mergetui.engine.config import MergeConfig
+from mergetui.engine.errors import ConfigError
+from mergetui.engine.moe.config import MoEConfig
 from mergetui.jobs import Job
 from mergetui.layout_model import LayoutModel
-from mergetui.recipe import config_for_bench, sync_models
+from mergetui.moe_recipe import Recipe, moe_for_bench, parse_recipe
+from mergetui.recipe import config_for_bench, set_field, sync_models
 
 
 @dataclass
@@ -24,6 +27,8 @@ class WorkbenchState:
     bench: list[str] = field(default_factory=list)
     profiles: dict[str, Profile] = field(default_factory=dict)
     config: MergeConfig | None = None
+    moe: MoEConfig | None = None  # the MoE recipe (mergekit-moe), kept while the merge recipe is shown
+    kind: str = "merge"  # which recipe Recipe edits and Run runs: "merge" or "moe"
     config_path: str = "merge.yml"
     out_dir: str = "merged"
     local_dirs: list[str] = field(default_factory=list)
@@ -71,27 +76,62 @@ class WorkbenchState:
             self.config = config_for_bench(self.bench)
         return self.config
 
+    def moe_recipe(self) -> MoEConfig:
+        """The MoE recipe, created from the bench (and the merge recipe's base) on first use."""
+        if self.moe is None:
+            base = self.config.base_model if self.config is not None else None
+            self.moe = moe_for_bench(self.bench, base if base in self.bench else None)
+        return self.moe
+
+    def active(self) -> Recipe:
+        """The recipe Recipe shows and Run runs: the merge, or the MoE when kind is "moe"."""
+        return self.moe_recipe() if self.kind == "moe" else self.recipe()
+
     def method(self) -> str:
-        """The chosen merge method ('linear' until a recipe exists)."""
+        """The chosen merge method ('linear' until a recipe exists; 'moe' for a MoE)."""
+        if self.kind == "moe":
+            return "moe"
         return self.config.merge_method if self.config else "linear"
 
-    def open_config(self, path: str) -> None:
-        """Load a YAML recipe; its models join the bench. Missing file: remember the path only."""
-        self.config_path = path
-        if not Path(path).exists():
+    def set_method(self, name: str) -> None:
+        """Choose a merge method, or "moe" for a Mixture of Experts (the other recipe is kept)."""
+        if name == "moe":
+            self.kind = "moe"
+            self.moe_recipe()
             return
-        self.config = load_config(path)
-        for ref in self.config.referenced_models():
+        self.config = set_field(self.recipe(), "merge_method", name)
+        self.kind = "merge"
+
+    def set_recipe(self, cfg: Recipe) -> None:
+        """Make `cfg` the active recipe (its kind follows its type)."""
+        if isinstance(cfg, MoEConfig):
+            self.moe, self.kind = cfg, "moe"
+        else:
+            self.config, self.kind = cfg, "merge"
+
+    def open_config(self, path: str) -> None:
+        """Load a YAML recipe (merge or MoE); its models join the bench. Missing file: remember the path only."""
+        self.config_path = path
+        p = Path(path)
+        if not p.exists():
+            return
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read config: {e.strerror}") from None
+        cfg = parse_recipe(text, str(p))
+        self.set_recipe(cfg)
+        for ref in cfg.referenced_models():
             if ref not in self.bench:
                 self.bench.append(ref)
-        if self.config.slices:
-            self.layout.load_slices(self.config.slices)
+        if isinstance(cfg, MergeConfig) and cfg.slices:
+            self.layout.load_slices(cfg.slices)
         self.sync_layout_sources()
 
     def save_config(self, path: str | None = None) -> Path:
-        """Write the recipe as mergekit YAML."""
+        """Write the active recipe as mergekit (or mergekit-moe) YAML."""
         p = Path(path or self.config_path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(self.recipe().to_yaml())
+        p.write_text(self.active().to_yaml())
         self.config_path = str(p)
         return p

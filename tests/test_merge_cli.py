@@ -378,3 +378,9 @@ def test_sharded_and_bin_inputs_merge_like_single_file(tmp_path: Path, pair: tup
     assert merge(ref_cfg, tmp_path / "ref") == 0
     so, sr = load_dir(tmp_path / "out"), load_dir(tmp_path / "ref")
     assert set(so) == set(sr) and all(torch.equal(so[k], sr[k]) for k in so)
+
+
+def test_bad_model_stock_needs_two_models_besides_base(tmp_path: Path, pair, capsys) -> None:
+    a, b = pair
+    err = _bad(tmp_path, f"merge_method: model_stock\nbase_model: {a}\nmodels: [{{model: {a}}}, {{model: {b}}}]\n", capsys)
+    assert "model_stock takes at least 2 models besides the base, got 1" in err

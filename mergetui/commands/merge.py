@@ -96,15 +96,17 @@ def install_signal_handlers(cancel: threading.Event) -> None:
 
 
 def _print_dry_run(plan: Any, args: argparse.Namespace) -> None:
-    from mergetui.engine.executor import default_memory_budget
+    from mergetui.engine.executor import MergeOptions, default_memory_budget
+
+    chunk = MergeOptions.chunk_elements
 
     s = plan.summary()
-    budget = args.max_memory or default_memory_budget(plan)
-    sizes = sorted((plan.tensor_working_bytes(t, 1 << 22) for t in plan.tensors), reverse=True)
+    budget = args.max_memory or default_memory_budget(plan, chunk)
+    sizes = sorted((plan.tensor_working_bytes(t, chunk) for t in plan.tensors), reverse=True)
     in_flight = 1  # the largest tensors that fit in the budget together, at most one per worker
     while in_flight < min(len(sizes), args.workers or 3) and sum(sizes[: in_flight + 1]) <= budget:
         in_flight += 1
-    peak = plan.peak_memory(in_flight, 1 << 22)
+    peak = plan.peak_memory(in_flight, chunk)
     print(f"method:        {s['method']}")
     print(f"models:        {', '.join(s['models'])}")
     print(f"output layers: {s['output_layers']}")

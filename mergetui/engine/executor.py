@@ -41,7 +41,7 @@ class MergeOptions:
     device: str = "cpu"  # cpu | cuda | auto
     max_memory: int | None = None  # bytes; default: a safe share of available RAM
     workers: int | None = None
-    chunk_elements: int = 1 << 22
+    chunk_elements: int = 1 << 18  # measured: 256K-element chunks beat 4M (less scratch, faster)
     random_seed: int | None = None
     resume: bool = False
     overwrite: bool = False
@@ -69,7 +69,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def default_memory_budget(plan: Plan | None = None, chunk_elements: int = 1 << 22) -> int:
+def default_memory_budget(plan: Plan | None = None, chunk_elements: int = 1 << 18) -> int:
     """The default budget for a plan: see budget_for_largest()."""
     import psutil
 

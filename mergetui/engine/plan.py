@@ -220,8 +220,23 @@ def _check_slice(i: int, sl: OutputSlice, cfg: MergeConfig, method: MethodSpec, 
             raise ConfigError(f"{where}: base model {base} is not among the slice's sources", fix="add the base model to the slice's sources")
     n = len(refs)
     if n < method.min_models or (method.max_models is not None and n > method.max_models):
-        want = str(method.min_models) if method.max_models == method.min_models else f"{method.min_models}..{method.max_models or 'any'}"
+        if method.max_models == method.min_models:
+            want = str(method.min_models)
+        elif method.max_models is None:
+            want = f"at least {method.min_models}"
+        else:
+            want = f"{method.min_models} to {method.max_models}"
         raise ConfigError(f"{where}: {method.name} takes {want} models (base included), got {n}", fix=f"list {want} models for {method.name}")
+    others = n - (1 if base in refs and method.base != "ignored" else 0)
+    if others < method.min_others or (method.max_others is not None and others > method.max_others):
+        if method.max_others == method.min_others:
+            want = str(method.min_others)
+        elif method.max_others is None:
+            want = f"at least {method.min_others}"
+        else:
+            want = f"{method.min_others} to {method.max_others}"
+        raise ConfigError(f"{where}: {method.name} takes {want} models besides the base, got {others}",
+                          fix=f"list {want} models besides base_model for {method.name}")
     return base if (base in refs and method.base != "ignored") else None
 
 
@@ -273,8 +288,8 @@ def build_plan(
             for p in method.params:
                 if not p.per_model:
                     continue
-                if i == base_index and p.required:
-                    # parameters of the base's "own" delta (weight, density) do not apply to it
+                if i == base_index and p.non_base:
+                    # parameters of a model's delta (weight, density) do not apply to the base
                     mp[p.name] = _try_resolve(p, scopes, tname, t, f"{ref} tensor {tname}")
                 else:
                     mp[p.name] = resolve(p, scopes, tname, t, f"{ref} tensor {tname}")

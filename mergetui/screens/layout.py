@@ -91,7 +91,7 @@ class LayoutScreen(ViewScreen):
         layout = self.state.layout
         if layout.blocks and not layout.validate():
             try:
-                self.state.config = layout.to_config(self.state.config)
+                self.state.set_recipe(layout.to_config(self.state.config))  # a layout is a merge recipe
             except ValueError as e:
                 self.notify_error(str(e))
         self._redraw()
@@ -133,7 +133,7 @@ class LayoutScreen(ViewScreen):
             if not path:
                 return
             try:
-                self.state.config = layout.to_config(self.state.config)
+                self.state.set_recipe(layout.to_config(self.state.config))
                 saved = self.state.save_config(path)
             except (OSError, ValueError) as e:
                 self.notify_error(f"Could not save: {e}")

@@ -48,6 +48,8 @@ class MethodSpec:
     base: BasePolicy = "ignored"
     min_models: int = 1  # counting every input, the base included
     max_models: int | None = None
+    min_others: int = 0  # counting the inputs besides the base (nuslerp: 2, model_stock: 2+)
+    max_others: int | None = None
     randomized: bool = False  # uses MergeInputs.generator (dare, della, ...)
     reference: str = ""
     # For a tensor whose output is byte-for-byte one input (passthrough without scale): given

@@ -77,7 +77,7 @@ METHODS: tuple[MethodSpec, ...] = (
         merge=model_stock_merge,
         params=(ParamSpec("filter_wise", False, type=bool, help="One ratio per row instead of per tensor."),),
         base="required",
-        min_models=3,
+        min_others=2,
         reference="https://arxiv.org/abs/2403.19522",
     ),
 )

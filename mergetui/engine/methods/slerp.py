@@ -145,5 +145,7 @@ METHODS: tuple[MethodSpec, ...] = (
         base="optional",
         min_models=2,
         max_models=3,
+        min_others=2,
+        max_others=2,
     ),
 )
