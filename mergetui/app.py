@@ -176,6 +176,12 @@ class MergeTUI(App[None]):
             yield SystemCommand(f"View: {label}", f"switch to {label} (key {key})", partial(self.switch_mode, mode))
         yield SystemCommand("Jobs", "running and finished merges (key j)", self.action_jobs)
         yield SystemCommand("Help", "keys of this view (key ?)", self.action_help)
+        # a view's own commands (reachable whatever has focus), then the keys active right now
+        titles = set()
+        extra = getattr(screen, "palette_commands", None)
+        for title, help_text, action in extra() if callable(extra) else []:
+            titles.add(title)
+            yield SystemCommand(title, help_text, partial(self.run_action, action, screen))
         seen = set()
         for key, active in screen.active_bindings.items():
             b = active.binding
@@ -183,5 +189,6 @@ class MergeTUI(App[None]):
                 continue
             seen.add((b.description, b.action))
             view = getattr(screen, "MODE", "") or type(screen).__name__
-            yield SystemCommand(f"{view.title()}: {b.description}", f"key {b.key_display or key}",
-                                partial(self.run_action, b.action, active.node))
+            title = f"{view.title()}: {b.description}"
+            if title not in titles:
+                yield SystemCommand(title, f"key {b.key_display or key}", partial(self.run_action, b.action, active.node))

@@ -176,9 +176,9 @@ def chat_template_choice(cfg: MergeConfig) -> str | None:
 def vocab_fix_choices(cfg: MergeConfig, refs: list[str]) -> list[tuple[str, str]]:
     """(tokenizer source, what it means) for the embedding-rows-differ fix: union, base, each model."""
     base = cfg.base_model or (cfg.referenced_models() or refs or ["the first model"])[0]
-    out = [("union", "every model's tokens (rows aligned by token)"), ("base", f"the base model's tokens ({_short(base)})")]
+    out = [("union", "union: every model's tokens (rows aligned by token)"), ("base", f"base: the base model's tokens ({_short(base)})")]
     for ref in dict.fromkeys(refs):
-        out.append((ref, f"{_short(ref)}'s tokens"))
+        out.append((ref, f"{_short(ref)}: that model's tokens only"))
     return out
 
 

@@ -384,3 +384,16 @@ def test_bad_model_stock_needs_two_models_besides_base(tmp_path: Path, pair, cap
     a, b = pair
     err = _bad(tmp_path, f"merge_method: model_stock\nbase_model: {a}\nmodels: [{{model: {a}}}, {{model: {b}}}]\n", capsys)
     assert "model_stock takes at least 2 models besides the base, got 1" in err
+
+
+def test_verbatim_copy_falls_back_without_copy_file_range(tmp_path: Path, pair, monkeypatch) -> None:
+    """Filesystems without copy_file_range get the same bytes through pread/pwrite."""
+    def refuse(*args: object) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    a, _ = pair
+    cfg = write(tmp_path, f"merge_method: passthrough\nslices:\n  - sources: [{{model: {a}, layer_range: [0, 4]}}]\n")
+    assert merge(cfg, tmp_path / "out") == 0
+    sa, so = load_dir(a), load_dir(tmp_path / "out")
+    assert set(sa) == set(so) and all(torch.equal(sa[k], so[k]) for k in sa)

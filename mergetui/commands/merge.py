@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-seed", type=int, default=None, help="seed for randomized methods (dare, della)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists (only once the merge is complete)")
     p.add_argument("--allow-crimes", action="store_true", help="merge even when the pre-merge check finds errors")
-    p.add_argument("--workers", type=int, default=None, help="worker threads (default: cores + 1, at most 4)")
+    p.add_argument("--workers", type=int, default=None, help="tensors merged at once (default: one per core, at most 8)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 

@@ -55,6 +55,35 @@ class ViewScreen(Screen):
     def refresh_from_state(self) -> None:
         """Redraw from the shared state (called when shown and when the state changes)."""
 
+    def action_vocab_fix(self, source: str = "") -> None:
+        """The embedding-rows fix: set the recipe's output vocabulary (`tokenizer: {source: ...}`).
+
+        With `source` it is applied at once; without, a dialog offers union, base and each model.
+        """
+        from mergetui.recipe import set_tokenizer, vocab_fix_choices
+        from mergetui.screens.dialogs import ChoiceScreen
+
+        if self.state.kind == "moe":
+            self.notify("A MoE keeps its base model's vocabulary: there is nothing to align.", severity="warning")
+            return
+
+        def apply(choice: str | None) -> None:
+            if not choice:
+                return
+            try:
+                self.state.config = set_tokenizer(self.state.recipe(), source=choice)
+            except ValueError as e:
+                self.notify_error(str(e))
+                return
+            self.notify(f"Recipe: tokenizer source {choice}: embedding rows are aligned by token and vocab_size follows.")
+            self.workbench.state_changed()
+
+        if source:
+            apply(source)
+            return
+        choices = vocab_fix_choices(self.state.recipe(), self.state.bench)
+        self.app.push_screen(ChoiceScreen("Output vocabulary (tokenizer source) of the merge:", choices), apply)
+
     def notify_error(self, message: str, **kw: Any) -> None:
         """An error as a notification (never a traceback)."""
         self.notify(message, severity="error", timeout=8, **kw)

@@ -1,4 +1,9 @@
-"""Compare: the bench side by side, differences coloured, findings with fixes, tensor differences."""
+"""Compare: the bench side by side, differences coloured, findings with fixes, tensor differences.
+
+A vocabulary mismatch (the embedding-rows-differ finding) is fixed from here in one key: u sets
+the recipe's output vocabulary to the union of the models' tokens, v offers union, base or one
+model's; the finding then drops to info and the merge can run.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from textual.widgets import DataTable, Static
 
 from mergetui import backend
 from mergetui.backend import Profile
+from mergetui.moe_recipe import set_moe_field
 from mergetui.recipe import set_field
 from mergetui.screens.base import MARKS, ViewScreen
 from mergetui.widgets.layout_canvas import short
@@ -29,6 +35,8 @@ class CompareScreen(ViewScreen):
         Binding("b", "make_base", "Set base"),
         Binding("x", "remove", "Remove"),
         Binding("r", "reload", "Reload"),
+        Binding("u", "vocab_fix('union')", "Vocab: union"),
+        Binding("v", "vocab_fix", "Vocab fix…"),
     ]
 
     def compose_body(self) -> Iterable[Widget]:
@@ -57,7 +65,9 @@ class CompareScreen(ViewScreen):
         method = self.state.method()
         profiles = self.profiles()
         missing = [r for r in bench if r not in self.state.profiles]
-        findings = backend.check_profiles(profiles, self.state.config)
+        cfg = self.state.config if self.state.kind == "merge" else None
+        aligned = cfg is not None and cfg.tokenizer_choice() is not None
+        findings = backend.check_profiles(profiles, cfg)
         errors = sum(f.level == "error" for f in findings)
         warnings = sum(f.level == "warning" for f in findings)
         title = Text()
@@ -72,15 +82,15 @@ class CompareScreen(ViewScreen):
             title.append(f"  · loading {len(missing)} profile(s)…", "italic dim")
         self.query_one("#compare-title", Static).update(title)
         # refill only when something shown changed (tables keep their cursor and scroll)
-        signature = (tuple(id(p) for p in profiles), method, tuple(findings))
+        signature = (tuple(id(p) for p in profiles), method, aligned, tuple(findings))
         if signature == self._shown:
             return
         self._shown = signature
-        self._fill_props(profiles, method)
+        self._fill_props(profiles, method, aligned)
         self._fill_findings(findings)
         self._fill_diff(profiles)
 
-    def _fill_props(self, profiles: list[Profile], method: str) -> None:
+    def _fill_props(self, profiles: list[Profile], method: str, aligned: bool) -> None:
         table = self.query_one("#props", DataTable)
         cursor = table.cursor_column
         table.clear(columns=True)
@@ -93,7 +103,7 @@ class CompareScreen(ViewScreen):
             props += [k for k in p.props if k not in props]
         for prop in props:
             values = [p.props.get(prop, "—") for p in profiles]
-            level = backend.property_level(prop, method, values)
+            level = backend.property_level(prop, method, values, aligned)
             cells: list[Any] = [Text(prop, "bold red" if level == "error" else "bold yellow" if level == "warning" else "bold")]
             usual = max(values, key=[repr(v) for v in values].count) if values else None
             for v in values:
@@ -119,6 +129,8 @@ class CompareScreen(ViewScreen):
             t.append(f.message + "\n")
             if f.fix:
                 t.append(f"  fix: {f.fix}\n", "dim")
+            if f.code == "embedding-rows-differ" and f.level == "error":
+                t.append("  u: tokenizer source union · v: choose union / base / one model\n", "bold")
         self.query_one("#findings", Static).update(t)
 
     def _fill_diff(self, profiles: list[Profile]) -> None:
@@ -143,11 +155,11 @@ class CompareScreen(ViewScreen):
         return profiles[i].ref if 0 <= i < len(profiles) else None
 
     def action_cycle_method(self) -> None:
-        names = sorted(self.state.methods) or list(FALLBACK_METHODS)
+        names = (sorted(self.state.methods) or list(FALLBACK_METHODS)) + ["moe"]
         current = self.state.method()
         nxt = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
         try:
-            self.state.config = set_field(self.state.recipe(), "merge_method", nxt)
+            self.state.set_method(nxt)
         except ValueError as e:
             self.notify_error(str(e))
             return
@@ -158,7 +170,10 @@ class CompareScreen(ViewScreen):
         if ref is None:
             return
         try:
-            self.state.config = set_field(self.state.recipe(), "base_model", ref)
+            if self.state.kind == "moe":
+                self.state.moe = set_moe_field(self.state.moe_recipe(), "base_model", ref)
+            else:
+                self.state.config = set_field(self.state.recipe(), "base_model", ref)
         except ValueError as e:
             self.notify_error(str(e))
             return

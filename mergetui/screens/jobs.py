@@ -1,4 +1,4 @@
-"""Jobs: running and finished merges; enter attaches the Run view to one."""
+"""Jobs: running and finished merges and MoE assemblies; enter attaches the Run view to one."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class JobsScreen(ModalScreen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("job", "status", "progress", "output", "started")
+        self.query_one(DataTable).add_columns("job", "kind", "status", "progress", "output", "started")
         self.action_refresh()
 
     def action_refresh(self) -> None:
@@ -64,9 +64,9 @@ class JobsScreen(ModalScreen[None]):
         for j, status, (done, total) in rows:
             pct = f"{100 * done // total}% of {human(total)}" if total else "—"
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.started))
-            table.add_row(j.id, Text(status, STATUS_STYLE.get(status, "")), pct, j.out_dir, started, key=j.id)
+            table.add_row(j.id, j.kind, Text(status, STATUS_STYLE.get(status, "")), pct, j.out_dir, started, key=j.id)
         if not rows:
-            table.add_row("no merges yet", "", "", "", "")
+            table.add_row("no merges yet", "", "", "", "", "")
         table.focus()
 
     def _selected(self) -> jobs.Job | None:

@@ -1,8 +1,10 @@
 """Run: preflight, then the merge as its own process, followed through its events file.
 
-The merge is `python -m mergetui merge ... --events FILE` in a new session (mergetui.jobs), so
-it survives a dropped SSH connection; a thread worker tails the events file and posts each
-event here. Reopening the workbench finds the job folder and follows the same file again.
+The merge is `python -m mergetui merge ... --events FILE` (a MoE recipe: `mergetui moe`, which
+writes the same events) in a new session (mergetui.jobs), so it survives a dropped SSH
+connection; a thread worker tails the events file and posts each event here. Reopening the
+workbench finds the job folder and follows the same file again. The preflight is run again
+whenever the recipe or the output directory changed since it was shown.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class RunScreen(ViewScreen):
         Binding("o", "out_dir", "Output dir"),
         Binding("u", "push", "Push to Hub"),
         Binding("c", "toggle_card", "Model card", show=False),
+        Binding("v", "vocab_fix", "Vocab fix…", show=False),
     ]
 
     def __init__(self) -> None:
@@ -63,6 +66,7 @@ class RunScreen(ViewScreen):
         self._totals = {"tensors": 0, "bytes": 0, "start_bytes": 0}
         self._t0 = 0.0
         self._start_when_ready = False
+        self._preflight_for: tuple[str, str] | None = None  # (recipe YAML, out dir) of the preflight shown
 
     def compose_body(self) -> Iterable[Widget]:
         with Horizontal(id="run-body"):
@@ -89,15 +93,22 @@ class RunScreen(ViewScreen):
         job = self.state.job
         if job is not None and self.followed != job.id:
             self.attach(job)
+        if self._preflight_for is not None and self._preflight_for != self._recipe_key():
+            self.action_preflight()  # the recipe changed elsewhere (Recipe, Compare's vocabulary fix)
         self._job_info()
+
+    def _recipe_key(self) -> tuple[str, str]:
+        cfg = self.state.active() if (self.state.bench or self.state.config is not None or self.state.moe is not None) else None
+        return (cfg.to_yaml() if cfg is not None else "", self.state.out_dir)
 
     # ---- preflight ---------------------------------------------------------------------------
     def action_preflight(self) -> None:
-        if not self.state.bench and self.state.config is None:
+        self._preflight_for = self._recipe_key()
+        if not self.state.bench and self.state.config is None and self.state.moe is None:
             self.query_one("#preflight", Static).update(Text("No recipe yet: add models in Browse, shape it in Layout or Recipe.", "dim"))
             return
         self.query_one("#preflight", Static).update(Text("Preflight: planning from headers…", "italic"))
-        self.preflight_worker = self._preflight(self.state.recipe(), self.state.out_dir)
+        self.preflight_worker = self._preflight(self.state.active(), self.state.out_dir)
 
     @work(thread=True, exclusive=True, group="preflight", exit_on_error=False)
     def _preflight(self, cfg: Any, out_dir: str) -> Preflight:
@@ -115,13 +126,15 @@ class RunScreen(ViewScreen):
         for f in pf.findings:
             t.append(*MARKS[f.level])
             t.append(f"{f.message}\n")
+            if f.code == "embedding-rows-differ" and f.level == "error":
+                t.append("  v: set the output vocabulary (tokenizer source union / base / one model)\n", "bold")
         if pf.summary:
             s = pf.summary
             t.append(f"{s['method']} → {s['output_layers']} layers, {s['parameters']:,} parameters, {s['tensors']} tensors\n")
             t.append(f"download {human(pf.download_bytes)} · output {human(pf.output_bytes)} · peak RAM ~{human(pf.peak_ram)} · "
                      f"VRAM {human(pf.peak_vram) if pf.peak_vram else '0 (CPU merge)'} · free disk {human(pf.free_disk)}\n")
             t.append(f"output → {self.state.out_dir}   ", "dim")
-            t.append("s starts the merge", "bold green")
+            t.append("s starts the MoE assembly" if self.state.kind == "moe" else "s starts the merge", "bold green")
         self.query_one("#preflight", Static).update(t)
         if self._start_when_ready:
             self._start_when_ready = False
@@ -145,13 +158,15 @@ class RunScreen(ViewScreen):
             self.notify_error(f"Preflight failed: {pf.error}")
             return
         app = self.workbench
+        kind = self.state.kind
         try:
-            job = jobs.start_job(self.state.recipe().to_yaml(), self.state.out_dir, root=app.jobs_root, command=app.merge_command)
+            job = jobs.start_job(self.state.active().to_yaml(), self.state.out_dir, root=app.jobs_root, command=app.merge_command,
+                                 kind=kind)
         except OSError as e:
-            self.notify_error(f"Could not start the merge: {e}")
+            self.notify_error(f"Could not start the {kind}: {e}")
             return
         self.query_one("#log", RichLog).clear()
-        self.notify(f"Merge started (job {job.id}).")
+        self.notify(f"{'MoE assembly' if kind == 'moe' else 'Merge'} started (job {job.id}).")
         self.attach(job)
 
     def attach(self, job: jobs.Job) -> Worker[None]:
@@ -215,11 +230,16 @@ class RunScreen(ViewScreen):
         elif kind == "error":
             self._ended()
             self._log(f"error: {ev.get('message')}", "bold red")
-            self.notify_error(f"Merge failed: {str(ev.get('message', '')).splitlines()[0]}")
+            what = "MoE assembly" if self._job_kind() == "moe" else "Merge"
+            self.notify_error(f"{what} failed: {str(ev.get('message', '')).splitlines()[0]}")
         elif kind == "cancelled":
             self._ended()
-            self._log("cancelled; the partial output is kept: r resumes", "bold yellow")
-            self.notify("Merge cancelled. r resumes it.", severity="warning")
+            if self._job_kind() == "moe":  # a MoE assembly leaves nothing behind: it starts over
+                self._log("cancelled; nothing was written: r starts it again", "bold yellow")
+                self.notify("MoE assembly cancelled. r starts it again.", severity="warning")
+            else:
+                self._log("cancelled; the partial output is kept: r resumes", "bold yellow")
+                self.notify("Merge cancelled. r resumes it.", severity="warning")
         elif kind == "stopped":
             self._ended()
             self._log("the merge process ended without a final event; its last output:", "bold red")
@@ -248,7 +268,7 @@ class RunScreen(ViewScreen):
         self._progress_text(ev.get("tensors", 0), ev.get("bytes", 0), "")
         out = ev.get("out_dir", "")
         self._log(f"finished: {ev.get('tensors')} tensors, {human(ev.get('bytes'))} in {ev.get('seconds', 0):.1f}s → {out}", "bold green")
-        self.notify(f"Merge finished: {out}")
+        self.notify(f"{'MoE' if self._job_kind() == 'moe' else 'Merge'} finished: {out}")
         card = Path(out) / "README.md"
         try:
             text = card.read_text()
@@ -258,6 +278,9 @@ class RunScreen(ViewScreen):
         md.update(_strip_front_matter(text))
         md.display = True
         self.query_one("#log", RichLog).display = False
+
+    def _job_kind(self) -> str:
+        return self.state.job.kind if self.state.job is not None else self.state.kind
 
     def _ended(self) -> None:
         self.state.job_running = False
@@ -274,14 +297,14 @@ class RunScreen(ViewScreen):
             t.append("j lists past and running merges", "dim")
         else:
             status = "running" if self.state.job_running else job.status()
-            t.append(f"job {job.id}  ", "bold")
+            t.append(f"job {job.id}{' (moe)' if job.kind == 'moe' else ''}  ", "bold")
             t.append(status + "\n", {"running": "bold green", "finished": "green", "cancelled": "yellow"}.get(status, "red"))
             t.append(f"out: {job.out_dir}\n")
             t.append(f"pid {job.pid} · attempt {job.attempts}\n", "dim")
             if status == "finished":
                 t.append("u pushes it to the Hub · c toggles the card", "dim")
             elif status in ("cancelled", "error", "stopped"):
-                t.append("r resumes", "dim")
+                t.append("r starts it again" if job.kind == "moe" else "r resumes", "dim")
             elif status == "running":
                 t.append("x cancels (asks first)", "dim")
         self.query_one("#job-info", Static).update(t)
