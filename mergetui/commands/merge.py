@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 import sys
-import threading
-from pathlib import Path
 from typing import Any
 
-from mergetui.engine.errors import MergeCancelled, MergeError
+from mergetui.engine.errors import MergeCancelled
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 
@@ -57,42 +54,20 @@ def run(args: argparse.Namespace) -> int:
         _print_dry_run(plan, args)
         return 0
 
-    from mergetui.engine.events import EventFile
+    from mergetui.commands.watch import watched
     from mergetui.engine.executor import MergeOptions, run_plan
 
     opts = MergeOptions(device=args.device, max_memory=args.max_memory, random_seed=args.random_seed,
                         resume=args.resume, overwrite=args.overwrite, workers=args.workers)
-    event_file = EventFile(args.events) if args.events else None
-    if event_file:
-        opts.events.append(event_file)
-    install_signal_handlers(opts.cancel)
-    progress = None if args.quiet else make_progress()
-    if progress:
-        opts.events.append(progress)
     try:
-        result = run_plan(plan, args.out_dir, opts)
+        with watched(opts.events, opts.cancel, args.events, args.quiet):
+            result = run_plan(plan, args.out_dir, opts)
     except MergeCancelled:
         print("merge cancelled; run again with --resume to continue", file=sys.stderr)
         return 130
-    finally:
-        if progress:
-            progress.close()
-        if event_file:
-            event_file.close()
     if not args.quiet:
         print(f"merged {result['tensors']} tensors ({result['bytes'] / 1e9:.2f} GB) into {result['out_dir']} in {result['seconds']:.1f}s")
     return 0
-
-
-def install_signal_handlers(cancel: threading.Event) -> None:
-    """SIGTERM/SIGINT ask the workers to stop; the partial directory stays for --resume."""
-    def handler(signum: int, frame: Any) -> None:
-        cancel.set()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            signal.signal(sig, handler)
-        except ValueError:  # not the main thread (tests)
-            pass
 
 
 def _print_dry_run(plan: Any, args: argparse.Namespace) -> None:
@@ -117,51 +92,3 @@ def _print_dry_run(plan: Any, args: argparse.Namespace) -> None:
     print(f"tokenizer:     from {s['tokenizer_from']}")
     print(f"vocabulary:    {s['vocabulary']}")
     print(f"peak memory:   ~{peak / 1e9:.2f} GB (estimate, {in_flight} tensor(s) in flight)")
-
-
-class _Progress:
-    """Turns events into a rich progress bar on a TTY, or plain lines otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.bar: Any = None
-        self.task: Any = None
-        self.total = 0
-        self.n_tensors = 0
-        self.last_pct = -1
-
-    def __call__(self, ev: dict[str, Any]) -> None:
-        kind = ev["event"]
-        if kind == "plan":
-            self.total = ev["bytes"]
-            if self.tty:
-                from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-                self.bar = Progress(TextColumn("merging"), BarColumn(), TextColumn("{task.fields[tensors]} tensors"), DownloadColumn(),
-                                    TimeRemainingColumn(), TextColumn("{task.fields[current]}"), transient=True)
-                self.bar.start()
-                self.n_tensors = ev["tensors"]
-                self.task = self.bar.add_task("merge", total=ev["bytes"], completed=ev.get("already_done_bytes", 0),
-                                              tensors=f"{ev.get('already_done', 0)}/{ev['tensors']}", current="")
-            else:
-                print(f"plan: {ev['tensors']} tensors, {ev['bytes'] / 1e9:.2f} GB, {ev['shards']} shard(s)", file=sys.stderr)
-        elif kind == "tensor_done":
-            if self.bar is not None:
-                self.bar.update(self.task, completed=ev["done_bytes"], tensors=f"{ev['done']}/{self.n_tensors}", current=ev["name"])
-            else:
-                pct = int(100 * ev["done_bytes"] / max(1, self.total))
-                if pct // 10 != self.last_pct // 10:
-                    self.last_pct = pct
-                    print(f"progress: {ev['done']} tensors, {pct}%", file=sys.stderr)
-        elif kind == "shard_written" and self.bar is None:
-            print(f"wrote {ev['file']}", file=sys.stderr)
-
-    def close(self) -> None:
-        """Stop the live display."""
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def make_progress() -> _Progress:
-    """A progress display for events: a rich bar on a TTY, plain lines otherwise."""
-    return _Progress()

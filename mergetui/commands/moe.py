@@ -24,9 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, plan and assemble the MoE."""
-    from mergetui.commands.merge import install_signal_handlers, make_progress
+    from mergetui.commands.watch import watched
     from mergetui.engine.errors import MergeCancelled
-    from mergetui.engine.events import EventFile
     from mergetui.engine.moe.assemble import MoEOptions, run_moe
     from mergetui.engine.moe.config import load_moe_config
     from mergetui.engine.moe.plan import build_moe_plan
@@ -45,23 +44,12 @@ def run(args: argparse.Namespace) -> int:
         + f", {plan.num_layers} layers, {_size(plan.total_bytes)}")
     opts = MoEOptions(device=args.device, random_seed=args.random_seed, overwrite=args.overwrite, workers=args.workers,
                       config_text=Path(args.config).read_text(), log=say)
-    event_file = EventFile(args.events) if args.events else None
-    if event_file:
-        opts.events.append(event_file)
-    install_signal_handlers(opts.cancel)
-    progress = None if args.quiet else make_progress()
-    if progress:
-        opts.events.append(progress)
     try:
-        result = run_moe(plan, args.out_dir, opts)
+        with watched(opts.events, opts.cancel, args.events, args.quiet):
+            result = run_moe(plan, args.out_dir, opts)
     except MergeCancelled:
         print("MoE assembly cancelled; nothing was written", file=sys.stderr)
         return 130
-    finally:
-        if progress:
-            progress.close()
-        if event_file:
-            event_file.close()
     say(f"wrote {result['tensors']} tensors ({_size(result['bytes'])}) into {result['out_dir']} in {result['seconds']:.1f}s")
     return 0
 

@@ -27,6 +27,7 @@ from mergetui.engine.events import EventSink, make_event
 from mergetui.engine.methods.base import MergeInputs
 from mergetui.engine.output import write_metadata_files
 from mergetui.engine.plan import Plan, PlannedTensor
+from mergetui.engine.sources import ModelSource
 from mergetui.engine.tensor_io import ST_DTYPES, ShardLayout, ShardWriter, TensorEntry, layout_shard, read_tensor
 from mergetui.engine.vocab import align
 
@@ -309,9 +310,14 @@ def _input_entries(plan: Plan) -> dict[str, dict[str, TensorEntry]]:
     for t in plan.tensors:
         for i in t.inputs:
             needed.setdefault(i.model, set()).add(i.tensor)
+    return fetch_entries(plan.sources, needed)
+
+
+def fetch_entries(sources: dict[str, ModelSource], needed: dict[str, set[str]]) -> dict[str, dict[str, TensorEntry]]:
+    """Make the files holding `needed` tensors local (Hub: only those shards) and index them."""
     out = {}
     for ref, names in needed.items():
-        src = plan.sources[ref]
+        src = sources[ref]
         metas = src.tensors()
         src.fetch({metas[n].file for n in names})
         entries = src.local_entries()

@@ -7,7 +7,7 @@ from typing import Iterable
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Select, Static, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker

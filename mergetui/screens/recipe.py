@@ -107,11 +107,11 @@ class RecipeScreen(ViewScreen):
                     yield Label("Base model (attention, embeddings)", classes="field-label")
                     yield Select([], id="moe-base", prompt="(choose)")
                     with Horizontal(classes="pair"):
-                        with Vertical():
+                        with Vertical(classes="wide"):
                             yield Label("gate_mode", classes="field-label")
-                            yield Select([(g, g) for g in GATE_MODES], id="gate-mode", allow_blank=False, value="hidden")
+                            yield Select([(g, g) for g in GATE_MODES], id="gate-mode", allow_blank=False)
                         with Vertical():
-                            yield Label("experts_per_token", classes="field-label")
+                            yield Label("per token", classes="field-label", tooltip="experts_per_token")
                             yield Input(id="ept", placeholder="2")
                     with Horizontal(classes="pair"):
                         with Vertical():
@@ -331,6 +331,8 @@ class RecipeScreen(ViewScreen):
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
         sid = event.select.id or ""
+        if event.value != event.select.value:
+            return  # a stale event (the initial value, posted after a refresh had set the real one)
         value = None if event.value is Select.NULL else event.value
         try:
             if sid == "method":

@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 import torch
 
-from mergetui.engine.errors import DiskSpaceError, MergeCancelled, MergeError, ModelError
+from mergetui.engine.errors import DiskSpaceError, MergeCancelled, MergeError
 from mergetui.engine.events import EventSink, make_event
-from mergetui.engine.executor import MemoryBudget, budget_for_largest, fanout, partial_dir, publish, resolve_device
+from mergetui.engine.executor import MemoryBudget, budget_for_largest, fanout, fetch_entries, partial_dir, publish, resolve_device
 from mergetui.engine.moe.output import write_moe_metadata
 from mergetui.engine.moe.plan import MoEPlan, MoETensor
 from mergetui.engine.moe.router import gate_vectors
@@ -176,17 +176,7 @@ def _input_entries(plan: MoEPlan) -> dict[str, dict[str, TensorEntry]]:
     for t in plan.tensors:
         if t.model:
             needed.setdefault(t.model, set()).add(t.tensor or "")
-    out = {}
-    for ref, names in needed.items():
-        src = plan.sources[ref]
-        metas = src.tensors()
-        src.fetch({metas[n].file for n in names})
-        entries = src.local_entries()
-        missing = [n for n in names if n not in entries]
-        if missing:
-            raise ModelError(f"model {ref}: tensor {missing[0]!r} is missing from the local files", fix="re-download the model")
-        out[ref] = entries
-    return out
+    return fetch_entries(plan.sources, needed)
 
 
 def _locality_key(t: MoETensor, entries: dict[str, dict[str, TensorEntry]]) -> tuple:
