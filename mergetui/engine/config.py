@@ -227,8 +227,8 @@ _Dumper.add_representer(list, _represent_list)
 _Dumper.add_representer(tuple, _represent_list)
 
 
-def parse_config(text: str, source: str = "<config>") -> MergeConfig:
-    """Parse and validate YAML text; errors name the file, the line and the fix."""
+def load_yaml_mapping(text: str, source: str, expected: str) -> tuple[yaml.Node | None, dict[str, Any]]:
+    """The YAML's node tree (for line numbers) and data; a ConfigError naming the line if malformed."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -238,7 +238,13 @@ def parse_config(text: str, source: str = "<config>") -> MergeConfig:
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"{where}: malformed YAML: {problem}", fix="fix the YAML syntax at that line") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with merge_method and models or slices")
+        raise ConfigError(f"{source}: expected a mapping with {expected}")
+    return node, data
+
+
+def parse_config(text: str, source: str = "<config>") -> MergeConfig:
+    """Parse and validate YAML text; errors name the file, the line and the fix."""
+    node, data = load_yaml_mapping(text, source, "merge_method and models or slices")
     try:
         return MergeConfig.model_validate(data)
     except ValidationError as e:

@@ -110,9 +110,9 @@ class RecipeScreen(ViewScreen):
                         with Vertical(classes="wide"):
                             yield Label("gate_mode", classes="field-label")
                             yield Select([(g, g) for g in GATE_MODES], id="gate-mode", allow_blank=False)
-                        with Vertical():
-                            yield Label("per token", classes="field-label", tooltip="experts_per_token")
-                            yield Input(id="ept", placeholder="2")
+                        with Vertical(classes="narrow"):
+                            yield Label("per token", classes="field-label")
+                            yield Input(id="ept", placeholder="2", tooltip="experts_per_token: experts each token is routed to")
                     with Horizontal(classes="pair"):
                         with Vertical():
                             yield Label("dtype", classes="field-label")

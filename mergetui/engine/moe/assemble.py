@@ -13,7 +13,6 @@ import shutil
 import threading
 import time
 import zlib
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +21,7 @@ import torch
 
 from mergetui.engine.errors import DiskSpaceError, MergeCancelled, MergeError
 from mergetui.engine.events import EventSink, make_event
-from mergetui.engine.executor import MemoryBudget, budget_for_largest, fanout, fetch_entries, partial_dir, publish, resolve_device
+from mergetui.engine.executor import MemoryBudget, budget_for_largest, fanout, fetch_entries, partial_dir, publish, resolve_device, run_pool
 from mergetui.engine.moe.output import write_moe_metadata
 from mergetui.engine.moe.plan import MoEPlan, MoETensor
 from mergetui.engine.moe.router import gate_vectors
@@ -115,17 +114,8 @@ def _run(plan: MoEPlan, out: Path, opts: MoEOptions, emit: Callable[[dict[str, A
 
     # by input file and offset: each source file is read front to back
     order = sorted(plan.tensors, key=lambda t: _locality_key(t, entries))
-    workers = opts.workers or max(2, min(4, (os.cpu_count() or 2) + 1))
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moe") as pool:
-            futures = [pool.submit(work_one, t) for t in order]
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for f in finished:
-                if f.exception() is not None:
-                    opts.cancel.set()
-                    for g in futures:
-                        g.cancel()
-                    raise f.exception()  # type: ignore[misc]
+        run_pool(order, work_one, opts.workers, opts.cancel, device, "moe")
     finally:
         for w in writers.values():
             w.close()

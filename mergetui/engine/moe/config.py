@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from mergetui.engine.config import DTYPES, yaml_line_of, normalize_model_ref
+from mergetui.engine.config import DTYPES, load_yaml_mapping, normalize_model_ref, yaml_line_of
 from mergetui.engine.errors import ConfigError
 
 GateMode = Literal["hidden", "cheap_embed", "random", "uniform_random"]
@@ -121,16 +121,7 @@ def duplicate_prompt_warnings(cfg: MoEConfig) -> list[str]:
 
 def parse_moe_config(text: str, source: str = "<config>") -> MoEConfig:
     """Parse and validate mergekit-moe YAML; errors name the file, the line and the fix."""
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{where}: malformed YAML: {problem}", fix="fix the YAML syntax at that line") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with base_model and experts", fix="see mergekit-moe's config format")
+    node, data = load_yaml_mapping(text, source, "base_model and experts (mergekit-moe format)")
 
     def where(loc: list[Any]) -> str:
         line = yaml_line_of(node, loc)
