@@ -2,8 +2,9 @@
 
 demo/base-a and demo/tune-b are llama-shaped (hidden 64, 8 layers) and merge cleanly (tune-b
 is base-a plus small noise); demo/extra-c has two added special tokens and so two extra
-embedding rows, which Compare flags at once. Models are built once with transformers
-(seeded) and reused. A starting recipe is written to demo/demo-merge.yml.
+embedding rows, which Compare flags at once (u there fixes it: `tokenizer: {source: union}`).
+Models are built once with transformers (seeded) and reused. A starting recipe is written to
+demo/demo-merge.yml, and a two-expert MoE recipe to demo/demo-moe.yml (`mergetui edit` it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,21 @@ models:
   parameters:
     weight: 0.5
 dtype: float32
+"""
+
+
+DEMO_MOE_CONFIG = """\
+# A demo Mixture of Experts (mergekit-moe YAML): open it with `mergetui edit demo/demo-moe.yml`,
+# edit the experts' prompts in Recipe (4) and assemble it from Run (5).
+base_model: demo/base-a
+gate_mode: cheap_embed
+experts_per_token: 2
+dtype: float32
+experts:
+- source_model: demo/base-a
+  positive_prompts: ["w1 w2 w3", "w4 w5"]
+- source_model: demo/tune-b
+  positive_prompts: ["w10 w11 w12"]
 """
 
 
@@ -81,9 +97,9 @@ def build_demo(root: Path = Path("demo"), log=print) -> list[str]:
         log(f"building {path} …")
         base = root / spec["base"] if "base" in spec else None
         build_model(path, spec["seed"], base, spec.get("extra_tokens", 0))
-    cfg = root / "demo-merge.yml"
-    if not cfg.exists():
-        cfg.write_text(DEMO_CONFIG)
+    for name, text in (("demo-merge.yml", DEMO_CONFIG), ("demo-moe.yml", DEMO_MOE_CONFIG)):
+        if not (root / name).exists():
+            (root / name).write_text(text)
     return refs
 
 

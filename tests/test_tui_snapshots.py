@@ -86,6 +86,14 @@ def test_recipe(snap_compare, tmp_path, bench) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=steady)
 
 
+def test_recipe_moe(snap_compare, tmp_path, bench) -> None:
+    from mergetui.moe_recipe import moe_for_bench, put_expert
+
+    moe = put_expert(moe_for_bench(bench[:2]), "experts", 0, {"source_model": bench[0], "positive_prompts": ["w1 w2"]})
+    app = app_for(tmp_path, bench[:2], "recipe", moe=moe, kind="moe")
+    assert snap_compare(app, terminal_size=SIZE, run_before=steady)
+
+
 def test_run(snap_compare, tmp_path, bench, monkeypatch) -> None:
     from mergetui.recipe import config_for_bench
 

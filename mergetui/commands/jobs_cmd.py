@@ -1,4 +1,4 @@
-"""`mergetui jobs`: running and finished merges; attach to one in the workbench (or --list)."""
+"""`mergetui jobs`: running and finished merges and MoE assemblies; attach to one in the workbench (or --list)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
             done, total = j.progress(events)
             pct = f"{100 * done // total:3d}%" if total else "   -"
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.started))
-            print(f"{j.id}  {j.status(events):<9} {pct}  {started}  {j.out_dir}")
+            print(f"{j.id}  {j.kind:<5} {j.status(events):<9} {pct}  {started}  {j.out_dir}")
         return 0
     from mergetui.commands.workbench import open_workbench
 

@@ -127,10 +127,10 @@ class CompareScreen(ViewScreen):
         for f in findings:
             t.append(*MARKS[f.level])
             t.append(f.message + "\n")
+            if f.code == "embedding-rows-differ" and f.level == "error":  # the keys first: the fix text is long
+                t.append("  u: tokenizer source union · v: choose union / base / one model\n", "bold")
             if f.fix:
                 t.append(f"  fix: {f.fix}\n", "dim")
-            if f.code == "embedding-rows-differ" and f.level == "error":
-                t.append("  u: tokenizer source union · v: choose union / base / one model\n", "bold")
         self.query_one("#findings", Static).update(t)
 
     def _fill_diff(self, profiles: list[Profile]) -> None:

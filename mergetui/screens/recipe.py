@@ -209,16 +209,12 @@ class RecipeScreen(ViewScreen):
     @staticmethod
     def _tokens_text(cfg: MergeConfig) -> Text:
         tokens = token_overrides(cfg)
-        t = Text()
         if cfg.tokenizer_choice() is None:
-            t.append("(none): the models must share one vocabulary. ")
-        t.append("Token overrides: ")
-        if tokens:
-            listed = ", ".join(list(tokens)[:4]) + (" …" if len(tokens) > 4 else "")
-            t.append(f"{len(tokens)} ({listed}); edit them in the YAML")
-        else:
-            t.append("none; add them under tokenizer.tokens in the YAML")
-        return t
+            return Text("(none): one shared vocabulary needed · token overrides: YAML tokenizer.tokens")
+        if not tokens:
+            return Text("token overrides: none · add them under tokenizer.tokens in the YAML")
+        listed = ", ".join(list(tokens)[:4]) + (" …" if len(tokens) > 4 else "")
+        return Text(f"token overrides: {len(tokens)} ({listed}) · edit them in the YAML")
 
     def _fill_moe(self, cfg: MoEConfig) -> None:
         models = self._models(cfg.referenced_models())
