@@ -20,7 +20,15 @@ output and input magnitudes at that element, so a result that cancels to nearly 
 judged by its own tiny spacing). Magnitude top-k methods (ties, breadcrumbs) may also differ
 where |delta| ties at the k-th value: both tools keep exactly k values, but mergekit picks
 among equal ones by an unstable sort and mergetui in index order; those elements are counted
-apart (`tie`, `tie-diff`) and left out of the ulp columns.
+apart (`tie`, `tie-diff`) and left out of the ulp columns. sce's select_topk ranks the variance
+across the task vectors, which ties the same way on bf16 inputs.
+
+Large bf16-mode gaps of the later methods have the same cause, bf16 intermediates in mergekit:
+karcher rounds its unit vectors, iterates and dot products to bf16 (a dot product near 1 in
+bf16 is 1 or 1 - 2^-8, so the angles it steps by are coarse); arcee_fusion computes softmaxes,
+KL and importance quartiles in bf16, so its mask differs; ram / ramplus_tl decide
+|delta| > epsilon on bf16-rounded deltas, so deltas near epsilon flip between unique, shared
+and dropped; sce elects signs and variances on bf16 sums. In fp32 mode all agree within 1 ulp.
 """
 
 from __future__ import annotations
@@ -48,14 +56,18 @@ def bf16_ulp(x: torch.Tensor) -> torch.Tensor:
 
 
 def make_inputs(kind: str, shape: tuple[int, ...], n: int, seed: int) -> list[torch.Tensor]:
-    """n bf16 tensors: 'finetune' = a base plus small deltas (index 0 is the base), 'independent' = unrelated."""
+    """n bf16 tensors: 'finetune' = a base plus small deltas (index 0 is the base), 'independent' = unrelated,
+    'sparse' = a base plus small deltas on a random 30% of the elements of each model."""
     g = torch.Generator().manual_seed(seed)
     if kind == "independent":
         return [(torch.randn(shape, generator=g) * 0.02).to(BF16) for _ in range(n)]
     base = torch.randn(shape, generator=g) * 0.02
     out = [base.to(BF16)]
     for _ in range(n - 1):
-        out.append((base + torch.randn(shape, generator=g) * 0.002).to(BF16))
+        delta = torch.randn(shape, generator=g) * 0.002
+        if kind == "sparse":
+            delta *= torch.rand(shape, generator=g) < 0.3
+        out.append((base + delta).to(BF16))
     return out
 
 
@@ -88,13 +100,24 @@ def theirs(method: str, tensors, base_index, per_model: list[dict], shared: dict
     return merge_tensors(list(tensors), method, parameters=params, base_index=base_index, dtype=dtype, out_dtype=BF16)
 
 
-def tie_positions(tensors, base_index, per_model, method: str) -> torch.Tensor:
+def tie_positions(tensors, base_index, per_model, method: str, shared: dict) -> torch.Tensor:
     """Elements whose |delta| equals one of a model's top-k cut values shared by several elements.
 
     There a top-k choice is ambiguous: both tools keep exactly k values, but mergekit picks among
     equal ones by an unstable sort and mergetui in index order, so those elements may differ.
+    For sce the ranked value is the variance across the task vectors.
     """
     mask = torch.zeros(tensors[0].shape, dtype=torch.bool)
+    if method == "sce" and 0 < shared.get("select_topk", 1.0) < 1:
+        base = tensors[base_index].float()
+        tvs = torch.stack([t.float() - base for i, t in enumerate(tensors) if i != base_index])
+        var = torch.var(tvs, dim=0, unbiased=False)
+        k = int(int(torch.count_nonzero(var)) * shared["select_topk"])
+        if k > 0:
+            eq = var == torch.kthvalue(var.reshape(-1), var.numel() - k + 1).values
+            if int(eq.sum()) > 1:
+                mask |= eq
+        return mask
     if method not in ("ties", "breadcrumbs", "breadcrumbs_ties"):
         return mask
     base = tensors[base_index].float()
@@ -193,6 +216,39 @@ def cases() -> list[Case]:
     # passthrough
     add("passthrough", "independent", m2, 1, False, [{"scale": None}], {}, "input")
     add("passthrough", "independent", m2, 1, False, [{"scale": 0.37}], {}, "input")
+    # multislerp: deltas around a base, or whole tensors without one
+    add("multislerp", "finetune", m2, 3, True, [{}, {"weight": 0.4}, {"weight": 0.6}])
+    add("multislerp", "finetune", m2, 4, True, [{}, {"weight": 0.5}, {"weight": 0.3}, {"weight": 0.2}])
+    add("multislerp", "independent", m2, 3, False, [{"weight": 1.0}, {"weight": 2.0}, {"weight": 1.0}])
+    add("multislerp", "independent", m2, 2, False, [{"weight": 0.3}, {"weight": 0.5}], {"normalize_weights": False})
+    add("multislerp", "finetune", (1000,), 3, True, [{}, {"weight": 1.0}, {"weight": 3.0}])
+    add("multislerp", "finetune", m2, 2, True, [{}, {"weight": 1.0}])  # one model: itself
+    # karcher: every input counts (the finetune base included, as a plain model)
+    add("karcher", "independent", m2, 3, False, [{}, {}, {}])
+    add("karcher", "finetune", m2, 3, False, [{}, {}, {}])
+    add("karcher", "independent", m2, 4, False, [{}, {}, {}, {}], {"max_iter": 3, "tol": 1e-3})
+    add("karcher", "independent", (1000,), 2, False, [{}, {}])
+    # sce: select_topk picks elements by variance across the task vectors
+    add("sce", "finetune", m2, 3, True, [{}, {}, {}])
+    add("sce", "finetune", m2, 4, True, [{}, {}, {}, {}], {"select_topk": 0.5})
+    add("sce", "finetune", m2, 3, True, [{}, {}, {}], {"select_topk": 0.1})
+    add("sce", "sparse", m2, 4, True, [{}, {}, {}, {}], {"select_topk": 0.3})
+    add("sce", "finetune", (1000,), 3, True, [{}, {}, {}], {"select_topk": 0.7})
+    # nearswap: t around the size of the deltas
+    for t in (0.0005, 0.002, 0.01):
+        add("nearswap", "finetune", m2, 2, True, [{}, {}], {"t": t})
+    add("nearswap", "independent", m2, 2, True, [{}, {}], {"t": 0.01})
+    # arcee_fusion: exact quartiles (mergekit samples only above 1M elements)
+    add("arcee_fusion", "finetune", m2, 2, True, [{}, {}])
+    add("arcee_fusion", "independent", m2, 2, True, [{}, {}])
+    add("arcee_fusion", "finetune", (1000,), 2, True, [{}, {}])
+    # ram: deltas on a random 30% of each model's elements overlap on some elements only
+    add("ram", "sparse", m2, 3, True, [{}, {}, {}])
+    add("ram", "sparse", m2, 4, True, [{}, {}, {}, {}])
+    add("ram", "finetune", m2, 3, True, [{}, {}, {}], {"epsilon": 0.002})
+    add("ramplus_tl", "sparse", m2, 3, True, [{}, {}, {}])
+    add("ramplus_tl", "sparse", m2, 4, True, [{}, {}, {}, {}], {"r": 0.5, "alpha": 1.0})
+    add("ramplus_tl", "finetune", m2, 3, True, [{}, {}, {}], {"epsilon": 0.002, "r": 1.0, "alpha": 0.5})
     return out
 
 
@@ -217,7 +273,7 @@ def main() -> None:
         mine = ours(method, tensors, base_index, per_model, shared)
         ref32 = theirs(method, tensors, base_index, per_model, shared, scope, torch.float32)
         ref16 = theirs(method, tensors, base_index, per_model, shared, scope, None)
-        ties = tie_positions(tensors, base_index, per_model, method)
+        ties = tie_positions(tensors, base_index, per_model, method, shared)
         u32, f32, _ = compare(mine, ref32, tensors, ties)
         u16, _, g16 = compare(mine, ref16, tensors, ties)
         tie_diff = int(((mine.float() != ref32.float()) & ties).sum())

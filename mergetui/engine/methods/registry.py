@@ -15,6 +15,12 @@ _FAMILY_MODULES = (
     "task_arithmetic",
     "model_stock",
     "passthrough",
+    "multislerp",
+    "karcher",
+    "sce",
+    "nearswap",
+    "arcee_fusion",
+    "ram",
 )
 
 _REGISTRY: dict[str, MethodSpec] = {}
