@@ -99,6 +99,6 @@ def test_bad_model_counts_are_refused_before_merging(tmp_path: Path, trio, capsy
     assert "nearswap takes 2 models (base included), got 3" in err
     err = _bad(tmp_path, f"merge_method: multislerp\nbase_model: {base}\nmodels:\n  - model: {base}\n"
                          "    parameters: {weight: 1.0}\n", capsys)
-    assert "multislerp takes at least 1 models besides the base, got 0" in err
+    assert "multislerp takes at least 1 model besides the base, got 0" in err
     err = _bad(tmp_path, f"merge_method: arcee_fusion\nmodels: [{{model: {a}}}, {{model: {b}}}]\n", capsys)
     assert "needs a base_model" in err

@@ -379,3 +379,10 @@ def test_scalar_and_empty_tensors(method, pm, shared):
     assert out.shape == () and torch.isfinite(out)
     e = [torch.zeros(0, 4)] * len(s)
     assert run(method, e, 0, pm, shared).shape == (0, 4)
+
+
+def test_torch_free_catalog_lists_exactly_the_registered_methods() -> None:
+    from mergetui.engine.methods.catalog import METHOD_NAMES
+    from mergetui.engine.methods.registry import method_names
+
+    assert sorted(METHOD_NAMES) == method_names() and len(set(METHOD_NAMES)) == len(METHOD_NAMES)

@@ -235,8 +235,9 @@ def _check_slice(i: int, sl: OutputSlice, cfg: MergeConfig, method: MethodSpec, 
             want = f"at least {method.min_others}"
         else:
             want = f"{method.min_others} to {method.max_others}"
-        raise ConfigError(f"{where}: {method.name} takes {want} models besides the base, got {others}",
-                          fix=f"list {want} models besides base_model for {method.name}")
+        noun = "model" if want.endswith(" 1") or want == "1" else "models"
+        raise ConfigError(f"{where}: {method.name} takes {want} {noun} besides the base, got {others}",
+                          fix=f"list {want} {noun} besides base_model for {method.name}")
     return base if (base in refs and method.base != "ignored") else None
 
 

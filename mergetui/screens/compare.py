@@ -17,13 +17,13 @@ from textual.widgets import DataTable, Static
 
 from mergetui import backend
 from mergetui.backend import Profile
+from mergetui.engine.methods.catalog import METHOD_NAMES
 from mergetui.moe_recipe import set_moe_field
 from mergetui.recipe import set_field
 from mergetui.screens.base import MARKS, ViewScreen
 from mergetui.widgets.layout_canvas import short
 
 LEVEL_STYLE = {"error": "bold white on dark_red", "warning": "bold black on yellow", "": ""}
-FALLBACK_METHODS = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties", "model_stock", "passthrough")
 
 
 class CompareScreen(ViewScreen):
@@ -155,7 +155,7 @@ class CompareScreen(ViewScreen):
         return profiles[i].ref if 0 <= i < len(profiles) else None
 
     def action_cycle_method(self) -> None:
-        names = (sorted(self.state.methods) or list(FALLBACK_METHODS)) + ["moe"]
+        names = (sorted(self.state.methods) or sorted(METHOD_NAMES)) + ["moe"]
         current = self.state.method()
         nxt = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
         try:

@@ -22,14 +22,33 @@ from textual.widgets import DataTable, Input, Label, Select, Static, TextArea
 
 from mergetui.engine.config import MergeConfig
 from mergetui.engine.errors import ConfigError
+from mergetui.engine.methods.catalog import METHOD_NAMES
 from mergetui.engine.moe.config import MoEConfig
 from mergetui.moe_recipe import (
-    ARCHITECTURES, GATE_MODES, Recipe, expert_rows, moe_problem, moe_warnings, parse_recipe, put_expert, remove_expert,
-    set_moe_field, toggle_shared,
+    ARCHITECTURES,
+    GATE_MODES,
+    Recipe,
+    expert_rows,
+    moe_problem,
+    moe_warnings,
+    parse_recipe,
+    put_expert,
+    remove_expert,
+    set_moe_field,
+    toggle_shared,
 )
 from mergetui.recipe import (
-    CHAT_TEMPLATES, chat_template_choice, format_value, get_param, parse_value, plain, set_field, set_param, set_tokenizer,
-    token_overrides, tokenizer_pad,
+    CHAT_TEMPLATES,
+    chat_template_choice,
+    format_value,
+    get_param,
+    parse_value,
+    plain,
+    set_field,
+    set_param,
+    set_tokenizer,
+    token_overrides,
+    tokenizer_pad,
 )
 from mergetui.screens.base import ViewScreen
 from mergetui.screens.dialogs import PromptScreen
@@ -37,8 +56,6 @@ from mergetui.screens.expert import ExpertScreen
 from mergetui.widgets.layout_canvas import short
 
 DTYPE_OPTIONS = [(d, d) for d in ("float32", "bfloat16", "float16")]
-FALLBACK_METHODS = ("linear", "slerp", "nuslerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-                    "breadcrumbs_ties", "della", "della_linear", "model_stock", "passthrough")
 MOE_LABEL = "moe (Mixture of Experts)"
 MOE_DESC = ("Mixture of Experts (mergekit-moe YAML): the base model's attention and embeddings, each expert's MLP, "
             "and a router per layer set from the experts' prompts.")
@@ -152,7 +169,7 @@ class RecipeScreen(ViewScreen):
         self._show_yaml(self.state.active())
 
     def _method_names(self, cfg: MergeConfig) -> list[str]:
-        names = sorted(self.state.methods) or list(FALLBACK_METHODS)
+        names = sorted(self.state.methods) or sorted(METHOD_NAMES)
         return names if cfg.merge_method in names else names + [cfg.merge_method]
 
     @staticmethod
