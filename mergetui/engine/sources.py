@@ -144,6 +144,11 @@ class LocalSource(ModelSource):
             raise ModelError(f"{p}: malformed JSON ({e})") from None
 
     def tensors(self) -> dict[str, TensorMeta]:
+        return self._metas
+
+    @cached_property
+    def _metas(self) -> dict[str, TensorMeta]:
+        # built once: the planner and the memory budget ask for it per tensor
         return {n: TensorMeta(n, e.file.name, e.dtype, e.shape) for n, e in self._entries.items()}
 
     @cached_property
