@@ -347,7 +347,14 @@ class _HubHandler(BaseHTTPRequestHandler):
             repos.sort(key=lambda r: r.last_modified, reverse=True)
         if "limit" in q:
             repos = repos[: int(q["limit"][0])]
-        self._json([self._summary(r) for r in repos], head)
+        rows = [self._summary(r) for r in repos]
+        if "safetensors" in q.get("expand[]", []):  # as the Hub: parameter counts on request
+            for row, r in zip(rows, repos):
+                rev = r.revision("main") or next(iter(r.revisions.values()), None)
+                params = _safetensors_params(rev) if rev is not None else {}
+                if params:
+                    row["safetensors"] = {"parameters": params, "total": sum(params.values())}
+        self._json(rows, head)
 
     def _summary(self, r: Repo) -> dict[str, Any]:
         return {

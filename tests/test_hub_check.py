@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from hub_server import HubServer, write_sparse_safetensors
 
@@ -146,7 +147,6 @@ def test_missing_repo_and_revision_are_clear_errors(hub, tiny_model) -> None:
 
 def test_bin_only_repo_is_a_warning_and_downloads_nothing(hub, tiny_model, tmp_path) -> None:
     import torch
-    from safetensors.torch import load_file
 
     from mergetui.inspect.check import check_models
 
@@ -274,6 +274,9 @@ def test_search_and_cached_repos(hub, tiny_model, monkeypatch, dead_endpoint) ->
     assert [m.repo_id for m in search_models(tag)] == [f"finder/{tag}-b", f"finder/{tag}-a"]
     assert [m.repo_id for m in search_models(tag, sort="likes", limit=1)] == [f"finder/{tag}-a"]
     assert search_models(tag, author="someone-else") == []
+    # parameter counts come with the results (the Hub's safetensors index), for Browse's table
+    expected = sum(t.numel() for t in load_file(next(path.glob("*.safetensors"))).values())
+    assert {m.parameters for m in search_models(tag)} == {expected}
     facts = hub_facts(f"finder/{tag}-a")
     download(facts.repo_id, facts.commit, "config.json")
     assert f"finder/{tag}-a" in {r.repo_id for r in cached_repos()}

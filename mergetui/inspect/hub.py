@@ -295,6 +295,12 @@ class HubModel:
     tags: tuple[str, ...]
     gated: str | bool | None
     last_modified: datetime | None
+    parameters: int | None = None  # from the safetensors headers the Hub indexed
+
+
+# Asking for `safetensors` (parameter counts) replaces the Hub's default fields, so every
+# field shown is named.
+_SEARCH_EXPAND = ("downloads", "likes", "pipeline_tag", "library_name", "tags", "gated", "lastModified", "safetensors")
 
 
 def search_models(
@@ -315,7 +321,7 @@ def search_models(
     from huggingface_hub.hf_api import ModelInfo
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    params: dict[str, Any] = {"limit": limit}
+    params: dict[str, Any] = {"limit": limit, "expand[]": list(_SEARCH_EXPAND)}
     if query:
         params["search"] = query
     if author:
@@ -332,7 +338,9 @@ def search_models(
     for item in items[:limit]:
         item.setdefault("siblings", None)
         m = ModelInfo(**item)
-        out.append(HubModel(m.id, m.downloads, m.likes, m.pipeline_tag, m.library_name, tuple(m.tags or ()), m.gated, m.last_modified))
+        total = getattr(m.safetensors, "total", None) if m.safetensors else None
+        out.append(HubModel(m.id, m.downloads, m.likes, m.pipeline_tag, m.library_name, tuple(m.tags or ()), m.gated,
+                            m.last_modified, total))
     return out
 
 
