@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mergetui.engine.config import MergeConfig
+from mergetui.engine.errors import MergeError
 
 SORTS = {"downloads": "downloads", "likes": "likes", "trending": "trending_score", "recent": "last_modified"}
 
@@ -277,13 +278,39 @@ def moe_preflight(cfg: Any, out_dir: str) -> Preflight:
     return pf
 
 
-def push_to_hub(out_dir: str, repo_id: str, private: bool = True) -> str:
-    """Create the repo (if needed) and upload the merged folder; returns the repo URL."""
-    from huggingface_hub import HfApi
+class PushError(MergeError):
+    """Pushing to the Hub failed for a reason the user can fix: login, permissions, repo name, network."""
 
+
+_LOGIN = "run `hf auth login` with a token that has write access (or set HF_TOKEN)"
+
+
+def push_to_hub(out_dir: str, repo_id: str, private: bool = True) -> str:
+    """Create the repo (if needed) and upload the merged folder; returns the repo URL; raises PushError."""
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if not Path(out_dir).is_dir():
+        raise PushError(f"nothing to push: {out_dir} is not a directory")
+    if get_token() is None:  # say so before any request: the Hub's answer would only be a bare 401
+        raise PushError("not logged in to the Hugging Face Hub", fix=_LOGIN)
     api = HfApi()
-    url = api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(folder_path=out_dir, repo_id=repo_id, commit_message="Upload merged model (mergetui)")
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        # a bare name is created under the token's user: upload to the id the Hub gave it
+        api.upload_folder(folder_path=out_dir, repo_id=url.repo_id or repo_id, commit_message="Upload merged model (mergetui)")
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 401 and not isinstance(e, RepositoryNotFoundError):
+            raise PushError("the Hub did not accept your token", fix=_LOGIN) from e
+        if status == 403:
+            raise PushError(f"no write access to {repo_id}", fix="push under your user name or an organisation you can write to") from e
+        if isinstance(e, RepositoryNotFoundError):
+            raise PushError(f"{repo_id} was not found or is not yours", fix=_LOGIN) from e
+        reason = e.server_message or (str(e).strip().splitlines() or [""])[0]
+        raise PushError(f"the Hub refused the upload ({status}): {reason}".rstrip(": ")) from e
+    except (OSError, ValueError) as e:  # unreadable output files, invalid repo id or card metadata
+        raise PushError(describe_error(e)) from e
     return str(url)
 
 

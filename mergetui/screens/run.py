@@ -359,9 +359,16 @@ class RunScreen(ViewScreen):
             self.notify("Push needs a finished merge.", severity="warning")
             return
 
+        if self.push_worker is not None and self.push_worker.is_running:
+            self.notify("A push is already running.")
+            return
+
         def done(repo: str | None) -> None:
             if repo:
-                self._log(f"uploading {job.out_dir} to {repo}…")
+                # the card hides the log after a merge: show it, or the upload's progress and outcome are invisible
+                self.query_one("#card", Markdown).display = False
+                self.query_one("#log", RichLog).display = True
+                self._log(f"uploading {job.out_dir} to {repo} (private)…")
                 self.push_worker = self._push(job.out_dir, repo)
         default = f"{Path(job.out_dir).name}"
         self.app.push_screen(PromptScreen("Push to the Hub as (org/name, private):", default), done)
@@ -370,9 +377,10 @@ class RunScreen(ViewScreen):
     def _push(self, out_dir: str, repo: str) -> str:
         try:
             url = backend.push_to_hub(out_dir, repo)
-        except Exception as e:  # shown in place: auth, network, permissions
-            self.app.call_from_thread(self._log, f"push failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "bold red")
-            self.app.call_from_thread(self.notify_error, "Push failed (see the log). Log in with `huggingface-cli login`.")
+        except Exception as e:  # shown in place, one line with its fix: login, permissions, network
+            message = backend.describe_error(e)
+            self.app.call_from_thread(self._log, f"push failed: {message}", "bold red")
+            self.app.call_from_thread(self.notify_error, f"Push failed: {message}")
             return ""
         self.app.call_from_thread(self._log, f"pushed: {url}", "bold green")
         self.app.call_from_thread(self.notify, f"Pushed to {url}")
