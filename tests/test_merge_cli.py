@@ -397,3 +397,16 @@ def test_verbatim_copy_falls_back_without_copy_file_range(tmp_path: Path, pair, 
     assert merge(cfg, tmp_path / "out") == 0
     sa, so = load_dir(a), load_dir(tmp_path / "out")
     assert set(sa) == set(so) and all(torch.equal(sa[k], so[k]) for k in sa)
+
+
+def test_out_dtype_casts_once_and_config_follows(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    a, b = pair
+    cfg = write(tmp_path, f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 1}}\n"
+                          f"  - model: {b}\n    parameters: {{weight: 3}}\ndtype: float32\nout_dtype: bfloat16\n")
+    out = tmp_path / "out"
+    assert merge(cfg, out, "--device", "auto") == 0
+    so, sa, sb = load_dir(out), load_dir(a), load_dir(b)
+    assert all(t.dtype == torch.bfloat16 for t in so.values())
+    k = "model.layers.2.self_attn.o_proj.weight"
+    assert torch.equal(so[k], ((sa[k] + 3 * sb[k]) / 4).to(torch.bfloat16))  # fp32 math, one cast
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"

@@ -368,7 +368,7 @@ class RunScreen(ViewScreen):
                 # the card hides the log after a merge: show it, or the upload's progress and outcome are invisible
                 self.query_one("#card", Markdown).display = False
                 self.query_one("#log", RichLog).display = True
-                self._log(f"uploading {job.out_dir} to {repo} (private)…")
+                self._log(f"uploading {job.out_dir} to {repo}…")
                 self.push_worker = self._push(job.out_dir, repo)
         default = f"{Path(job.out_dir).name}"
         self.app.push_screen(PromptScreen("Push to the Hub as (org/name, private):", default), done)
