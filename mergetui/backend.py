@@ -279,7 +279,7 @@ def moe_preflight(cfg: Any, out_dir: str) -> Preflight:
 
 
 class PushError(MergeError):
-    """Pushing to the Hub failed for a reason the user can fix: login, permissions, repo name, network."""
+    """Pushing to the Hub failed for a reason the user can fix: login, permissions, repo name, card metadata."""
 
 
 _LOGIN = "run `hf auth login` with a token that has write access (or set HF_TOKEN)"

@@ -16,6 +16,7 @@ use to write them:
 - POST /api/validate-yaml                           README front matter check (400 when invalid)
 - POST /api/models/{repo}/preupload/{rev}           "regular" for every file, so no LFS/xet upload
 - POST /api/models/{repo}/commit/{rev}              NDJSON commit: file (base64), deletedFile/Folder
+- GET  /api/agent-harnesses                         an empty registry (huggingface_hub telemetry)
 
 Writes need a token registered with `add_user` (401 without one or with an unknown one, 403
 outside the user's namespaces); a commit becomes the branch's new revision, served by the
