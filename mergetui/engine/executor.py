@@ -195,7 +195,6 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
     entries = _input_entries(plan)
 
     writers = {fname: ShardWriter(work / fname, layouts[fname], fresh=fresh) for fname in layouts}
-    shard_left = {fname: sum(1 for n in names if n not in done) for fname, names in plan.shards}
     total_bytes = plan.total_bytes
     emit(make_event(
         "plan", tensors=len(plan.tensors), bytes=total_bytes, shards=len(plan.shards), out_dir=str(out),
@@ -204,9 +203,13 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
     ))
 
     budget = MemoryBudget(opts.max_memory or default_memory_budget(plan, opts.chunk_elements))
-    lock = threading.Lock()
-    state = {"done": len(done), "bytes": sum(t.nbytes for t in plan.tensors if t.name in done)}
     done_log = open(work / DONE_LOG, "a")
+
+    def log_done(name: str) -> None:
+        done_log.write(name + "\n")
+        done_log.flush()
+
+    tracker = ShardTracker(writers, layouts, plan.shards, emit, done, sum(t.nbytes for t in plan.tensors if t.name in done), log_done)
 
     def work_one(t: PlannedTensor) -> None:
         if opts.cancel.is_set():
@@ -223,18 +226,7 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
                 del result
             finally:
                 budget.release(need_bytes)
-        with lock:
-            done_log.write(t.name + "\n")
-            done_log.flush()
-            state["done"] += 1
-            state["bytes"] += nbytes
-            shard_left[t.shard] -= 1
-            shard_done = shard_left[t.shard] == 0
-            ev = make_event("tensor_done", name=t.name, bytes=nbytes, done=state["done"], done_bytes=state["bytes"], shard=t.shard)
-        emit(ev)
-        if shard_done:
-            writers[t.shard].close()
-            emit(make_event("shard_written", file=t.shard, bytes=layouts[t.shard].size))
+        tracker.finished(t.name, t.shard, nbytes)
 
     order = sorted(remaining, key=lambda t: _locality_key(t, entries))
     try:
@@ -251,6 +243,33 @@ def _run(plan: Plan, out: Path, opts: MergeOptions, device: torch.device, emit: 
     ev = make_event("finished", out_dir=str(out), tensors=len(plan.tensors), bytes=total_bytes, seconds=round(time.time() - t0, 3))
     emit(ev)
     return ev
+
+
+class ShardTracker:
+    """Counts finished tensors: emits tensor_done, and closes each shard (shard_written) once full."""
+
+    def __init__(self, writers: dict[str, ShardWriter], layouts: dict[str, ShardLayout], shards: list[tuple[str, list[str]]],
+                 emit: Callable[[dict[str, Any]], None], done: set[str] | frozenset[str] = frozenset(), done_bytes: int = 0,
+                 on_done: Callable[[str], None] | None = None) -> None:
+        self.writers, self.layouts, self.emit, self.on_done = writers, layouts, emit, on_done
+        self.left = {fname: sum(1 for n in names if n not in done) for fname, names in shards}
+        self.done, self.bytes = len(done), done_bytes
+        self.lock = threading.Lock()
+
+    def finished(self, name: str, shard: str, nbytes: int) -> None:
+        """Record one written tensor (thread-safe)."""
+        with self.lock:
+            if self.on_done:
+                self.on_done(name)
+            self.done += 1
+            self.bytes += nbytes
+            self.left[shard] -= 1
+            shard_done = self.left[shard] == 0
+            ev = make_event("tensor_done", name=name, bytes=nbytes, done=self.done, done_bytes=self.bytes, shard=shard)
+        self.emit(ev)
+        if shard_done:
+            self.writers[shard].close()
+            self.emit(make_event("shard_written", file=shard, bytes=self.layouts[shard].size))
 
 
 def run_pool(items: list[Any], fn: Callable[[Any], None], workers: int | None, cancel: threading.Event,
@@ -357,4 +376,3 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
-__all__ = ["MergeOptions", "run_plan", "partial_dir", "merge_tensor", "ShardLayout"]

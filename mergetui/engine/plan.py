@@ -220,25 +220,22 @@ def _check_slice(i: int, sl: OutputSlice, cfg: MergeConfig, method: MethodSpec, 
             raise ConfigError(f"{where}: base model {base} is not among the slice's sources", fix="add the base model to the slice's sources")
     n = len(refs)
     if n < method.min_models or (method.max_models is not None and n > method.max_models):
-        if method.max_models == method.min_models:
-            want = str(method.min_models)
-        elif method.max_models is None:
-            want = f"at least {method.min_models}"
-        else:
-            want = f"{method.min_models} to {method.max_models}"
+        want = _how_many(method.min_models, method.max_models)
         raise ConfigError(f"{where}: {method.name} takes {want} models (base included), got {n}", fix=f"list {want} models for {method.name}")
     others = n - (1 if base in refs and method.base != "ignored" else 0)
     if others < method.min_others or (method.max_others is not None and others > method.max_others):
-        if method.max_others == method.min_others:
-            want = str(method.min_others)
-        elif method.max_others is None:
-            want = f"at least {method.min_others}"
-        else:
-            want = f"{method.min_others} to {method.max_others}"
+        want = _how_many(method.min_others, method.max_others)
         noun = "model" if want.endswith(" 1") or want == "1" else "models"
         raise ConfigError(f"{where}: {method.name} takes {want} {noun} besides the base, got {others}",
                           fix=f"list {want} {noun} besides base_model for {method.name}")
     return base if (base in refs and method.base != "ignored") else None
+
+
+def _how_many(lo: int, hi: int | None) -> str:
+    """'2', 'at least 2' or '2 to 3', for messages about model counts."""
+    if hi == lo:
+        return str(lo)
+    return f"at least {lo}" if hi is None else f"{lo} to {hi}"
 
 
 def build_plan(

@@ -21,7 +21,7 @@ import torch
 
 from mergetui.engine.errors import DiskSpaceError, MergeCancelled, MergeError
 from mergetui.engine.events import EventSink, make_event
-from mergetui.engine.executor import MemoryBudget, budget_for_largest, fanout, fetch_entries, partial_dir, publish, resolve_device, run_pool
+from mergetui.engine.executor import MemoryBudget, budget_for_largest, fanout, ShardTracker, fetch_entries, partial_dir, publish, resolve_device, run_pool
 from mergetui.engine.moe.output import write_moe_metadata
 from mergetui.engine.moe.plan import MoEPlan, MoETensor
 from mergetui.engine.moe.router import gate_vectors
@@ -88,29 +88,18 @@ def _run(plan: MoEPlan, out: Path, opts: MoEOptions, emit: Callable[[dict[str, A
     by_name = {t.name: t for t in plan.tensors}
     layouts = {fname: layout_shard(fname, [(n, by_name[n].dtype, by_name[n].shape) for n in names]) for fname, names in plan.shards}
     writers = {fname: ShardWriter(work / fname, layouts[fname]) for fname in layouts}
-    shard_left = {fname: len(names) for fname, names in plan.shards}
     emit(make_event("plan", tensors=len(plan.tensors), bytes=need, shards=len(plan.shards), out_dir=str(out), method="moe",
                     family=plan.family.name, experts=len(plan.config.experts), pid=os.getpid(), already_done=0,
                     already_done_bytes=0, device=str(device)))
 
     budget = MemoryBudget(budget_for_largest(max(_working_bytes(t) for t in plan.tensors)))
-    lock = threading.Lock()
-    state = {"done": 0, "bytes": 0}
+    tracker = ShardTracker(writers, layouts, plan.shards, emit)
 
     def work_one(t: MoETensor) -> None:
         if opts.cancel.is_set():
             raise MergeCancelled("cancelled")
         nbytes = _write_tensor(t, writers[t.shard], entries, gates, seed, budget, opts.cancel)
-        with lock:
-            state["done"] += 1
-            state["bytes"] += nbytes
-            shard_left[t.shard] -= 1
-            shard_done = shard_left[t.shard] == 0
-            ev = make_event("tensor_done", name=t.name, bytes=nbytes, done=state["done"], done_bytes=state["bytes"], shard=t.shard)
-        emit(ev)
-        if shard_done:
-            writers[t.shard].close()
-            emit(make_event("shard_written", file=t.shard, bytes=layouts[t.shard].size))
+        tracker.finished(t.name, t.shard, nbytes)
 
     # by input file and offset: each source file is read front to back
     order = sorted(plan.tensors, key=lambda t: _locality_key(t, entries))
