@@ -150,14 +150,8 @@ def run_timed(cmd: list[str]) -> tuple[float, int, int]:
     return time.perf_counter() - t0, peak, proc.returncode
 
 
-def main() -> int:
-    """Build the models if needed, run each merge, print a table and JSON."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", default="bench-out", help="where models and outputs go (needs ~15 GB)")
-    ap.add_argument("--only", default="linear,ties,passthrough")
-    ap.add_argument("--extra", default="", help="extra arguments for mergetui merge")
-    args = ap.parse_args()
-    root = Path(args.dir).resolve()
+def prepare_models(root: Path) -> tuple[Path, Path, Path]:
+    """The base and two fine-tunes under `root` (built once), read once into the page cache."""
     root.mkdir(parents=True, exist_ok=True)
     base, a, b = root / "base", root / "ft1", root / "ft2"
     t = time.perf_counter()
@@ -166,6 +160,18 @@ def main() -> int:
     build_model(b, 2, base)
     print(f"models ready in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     warm([base, a, b])
+    return base, a, b
+
+
+def main() -> int:
+    """Build the models if needed, run each merge, print a table and JSON."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", default="bench-out", help="where models and outputs go (needs ~15 GB)")
+    ap.add_argument("--only", default="linear,ties,passthrough")
+    ap.add_argument("--extra", default="", help="extra arguments for mergetui merge")
+    args = ap.parse_args()
+    root = Path(args.dir).resolve()
+    base, a, b = prepare_models(root)
 
     cp_dst = root / "cp-test"
     shutil.rmtree(cp_dst, ignore_errors=True)

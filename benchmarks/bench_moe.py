@@ -17,11 +17,10 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_merge import build_model, run_timed, warm  # noqa: E402
+from bench_merge import prepare_models, run_timed  # noqa: E402
 
 CONFIG = """base_model: {base}
 gate_mode: random
@@ -42,14 +41,7 @@ def main() -> int:
     ap.add_argument("--extra", default="", help="extra arguments for mergetui moe")
     args = ap.parse_args()
     root = Path(args.dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    base, a, b = root / "base", root / "ft1", root / "ft2"
-    t = time.perf_counter()
-    build_model(base, 0, None)
-    build_model(a, 1, base)
-    build_model(b, 2, base)
-    print(f"models ready in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-    warm([base, a, b])
+    base, a, b = prepare_models(root)
 
     out = root / "out-moe"
     shutil.rmtree(out, ignore_errors=True)

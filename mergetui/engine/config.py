@@ -263,14 +263,18 @@ def parse_config(text: str, source: str = "<config>") -> MergeConfig:
 
 def load_config(path: str | Path) -> MergeConfig:
     """Read a mergekit YAML config file."""
+    return parse_config(read_config_text(path), str(path))
+
+
+def read_config_text(path: str | Path) -> str:
+    """A config file's text; a ConfigError naming the file if it cannot be read."""
     p = Path(path)
     try:
-        text = p.read_text()
+        return p.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found", fix="check the path") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config: {e.strerror}") from None
-    return parse_config(text, str(p))
 
 
 def yaml_line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:

@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from mergetui.engine.config import DTYPES, load_yaml_mapping, normalize_model_ref, yaml_line_of
+from mergetui.engine.config import DTYPES, load_yaml_mapping, normalize_model_ref, read_config_text, yaml_line_of
 from mergetui.engine.errors import ConfigError
 
 GateMode = Literal["hidden", "cheap_embed", "random", "uniform_random"]
@@ -152,11 +152,4 @@ def parse_moe_config(text: str, source: str = "<config>") -> MoEConfig:
 
 def load_moe_config(path: str | Path) -> MoEConfig:
     """Read a mergekit-moe YAML config file."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found", fix="check the path") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read config: {e.strerror}") from None
-    return parse_moe_config(text, str(p))
+    return parse_moe_config(read_config_text(path), str(path))
