@@ -150,6 +150,26 @@ def run_timed(cmd: list[str]) -> tuple[float, int, int]:
     return time.perf_counter() - t0, peak, proc.returncode
 
 
+def time_command(subcommand: str, config_text: str, out: Path, extra: list[str]) -> dict[str, float] | None:
+    """Run `mergetui SUBCOMMAND` on a config into `out` and measure it; the output is removed."""
+    shutil.rmtree(out, ignore_errors=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        f.write(config_text)
+    cmd = [sys.executable, "-m", "mergetui", subcommand, f.name, str(out), "--quiet", *extra]
+    os.sync()  # earlier outputs' dirty pages would otherwise be written back during this run
+    try:
+        secs, peak, rc = run_timed(cmd)
+        if rc != 0:
+            print(f"{subcommand} failed (exit {rc})", file=sys.stderr)
+            return None
+        out_bytes = sum(p.stat().st_size for p in out.glob("*.safetensors"))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        os.unlink(f.name)
+    return {"seconds": round(secs, 2), "peak_rss_gb": round(peak / 1e9, 2), "output_gb": round(out_bytes / 1e9, 2),
+            "gb_per_s": round(out_bytes / 1e9 / secs, 2)}
+
+
 def prepare_models(root: Path) -> tuple[Path, Path, Path]:
     """The base and two fine-tunes under `root` (built once), read once into the page cache."""
     root.mkdir(parents=True, exist_ok=True)
@@ -183,21 +203,10 @@ def main() -> int:
 
     results = {"cp -r one model": {"seconds": round(cp_s, 2)}}
     for name in args.only.split(","):
-        out = root / f"out-{name}"
-        shutil.rmtree(out, ignore_errors=True)
-        with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-            f.write(CONFIGS[name].format(base=base, a=a, b=b))
-        cmd = [sys.executable, "-m", "mergetui", "merge", f.name, str(out), "--quiet"] + args.extra.split()
-        os.sync()  # earlier outputs' dirty pages would otherwise be written back during this run
-        secs, peak, rc = run_timed(cmd)
-        if rc != 0:
-            print(f"{name}: merge failed (exit {rc})", file=sys.stderr)
+        measured = time_command("merge", CONFIGS[name].format(base=base, a=a, b=b), root / f"out-{name}", args.extra.split())
+        if measured is None:
             return 1
-        out_bytes = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-        results[name] = {"seconds": round(secs, 2), "peak_rss_gb": round(peak / 1e9, 2), "output_gb": round(out_bytes / 1e9, 2),
-                         "gb_per_s": round(out_bytes / 1e9 / secs, 2)}
-        shutil.rmtree(out)
-        os.unlink(f.name)
+        results[name] = measured
     print(f"{'case':<18}{'seconds':>9}{'peak RSS GB':>13}{'out GB/s':>10}")
     for k, v in results.items():
         print(f"{k:<18}{v['seconds']:>9}{v.get('peak_rss_gb', ''):>13}{v.get('gb_per_s', ''):>10}")

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_merge import prepare_models, run_timed  # noqa: E402
+from bench_merge import prepare_models, time_command  # noqa: E402
 
 CONFIG = """base_model: {base}
 gate_mode: random
@@ -43,23 +40,10 @@ def main() -> int:
     root = Path(args.dir).resolve()
     base, a, b = prepare_models(root)
 
-    out = root / "out-moe"
-    shutil.rmtree(out, ignore_errors=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(CONFIG.format(base=base, a=a, b=b))
-    cmd = [sys.executable, "-m", "mergetui", "moe", f.name, str(out), "--quiet"] + args.extra.split()
-    os.sync()  # earlier writes' dirty pages would otherwise be flushed during this run
-    try:
-        secs, peak, rc = run_timed(cmd)
-        if rc != 0:
-            print(f"moe failed (exit {rc})", file=sys.stderr)
-            return 1
-        out_bytes = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-        os.unlink(f.name)
-    result = {"moe 4 experts, random": {"seconds": round(secs, 2), "peak_rss_gb": round(peak / 1e9, 2),
-                                        "output_gb": round(out_bytes / 1e9, 2), "gb_per_s": round(out_bytes / 1e9 / secs, 2)}}
+    measured = time_command("moe", CONFIG.format(base=base, a=a, b=b), root / "out-moe", args.extra.split())
+    if measured is None:
+        return 1
+    result = {"moe 4 experts, random": measured}
     for k, v in result.items():
         print(f"{k}: {v['seconds']} s, peak RSS {v['peak_rss_gb']} GB, {v['output_gb']} GB written ({v['gb_per_s']} GB/s)")
     print(json.dumps(result))
