@@ -70,13 +70,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def default_memory_budget(plan: Plan | None = None, chunk_elements: int = 1 << 18) -> int:
+def default_memory_budget(plan: Plan, chunk_elements: int = 1 << 18) -> int:
     """The default budget for a plan: see budget_for_largest()."""
-    import psutil
-
-    if plan is None or not plan.tensors:
-        return psutil.virtual_memory().available // 2
-    return budget_for_largest(max(plan.tensor_working_bytes(t, chunk_elements) for t in plan.tensors))
+    return budget_for_largest(max((plan.tensor_working_bytes(t, chunk_elements) for t in plan.tensors), default=0))
 
 
 def budget_for_largest(largest: int) -> int:

@@ -21,7 +21,17 @@ import torch
 
 from mergetui.engine.errors import DiskSpaceError, MergeCancelled, MergeError
 from mergetui.engine.events import EventSink, make_event
-from mergetui.engine.executor import MemoryBudget, budget_for_largest, fanout, ShardTracker, fetch_entries, partial_dir, publish, resolve_device, run_pool
+from mergetui.engine.executor import (
+    MemoryBudget,
+    ShardTracker,
+    budget_for_largest,
+    fanout,
+    fetch_entries,
+    partial_dir,
+    publish,
+    resolve_device,
+    run_pool,
+)
 from mergetui.engine.moe.output import write_moe_metadata
 from mergetui.engine.moe.plan import MoEPlan, MoETensor
 from mergetui.engine.moe.router import gate_vectors
